@@ -1,0 +1,125 @@
+"""Which code is the application's own: the rule that decides what the sensor senses.
+
+By default a function is sensed when its file lives below the application's directory and not in
+the standard library, site-packages or funcsight itself. ``FUNCSIGHT_INCLUDE`` replaces the
+directory rule with module globs; ``FUNCSIGHT_EXCLUDE`` removes modules. The decision is made once
+per code object (the sensor remembers it), so its cost does not matter on the hot path.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import site
+import sys
+import sysconfig
+from types import CodeType
+
+from funcsight.config import Config
+
+CO_OPTIMIZED = 0x0001
+# Comprehensions are expressions of their function, not functions a user wrote; 3.12 inlines
+# them (PEP 709) and 3.11 does not, so sensing them would make the two versions disagree.
+_COMPREHENSIONS = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>"})
+_FUNCSIGHT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def default_app_dir() -> str:
+    main = sys.modules.get("__main__")
+    main_file = getattr(main, "__file__", None)
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] not in ("", "-c", "-m") else None
+    for candidate in (main_file, argv0):
+        if candidate and candidate.endswith(".py") and os.path.isfile(candidate):
+            return os.path.dirname(os.path.abspath(candidate))
+    return os.getcwd()
+
+
+def _library_dirs() -> tuple[str, ...]:
+    dirs = set()
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        path = sysconfig.get_paths().get(key)
+        if path:
+            dirs.add(path)
+    for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix}:
+        dirs.add(prefix)
+    try:
+        dirs.update(site.getsitepackages())
+        dirs.add(site.getusersitepackages())
+    except AttributeError:  # virtualenv's legacy site module
+        pass
+    dirs.add(_FUNCSIGHT_DIR)
+    dirs.add(os.path.dirname(_FUNCSIGHT_DIR) + os.sep + "instrumentation")
+    return tuple(sorted(os.path.join(os.path.realpath(d), "") for d in dirs if d))
+
+
+def _matches(module: str, globs: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(module, pattern) for pattern in globs)
+
+
+class CodeSelector:
+    """Decides, for a code object and the module it runs in, whether it is sensed."""
+
+    def __init__(self, config: Config):
+        self.include = config.include
+        self.exclude = config.exclude
+        self.app_dir = os.path.join(os.path.realpath(config.app_dir or default_app_dir()), "")
+        self.library_dirs = tuple(d for d in _library_dirs() if not self.app_dir.startswith(d))
+        self._file_verdicts: dict[str, bool] = {}
+        self._module_verdicts: dict[str, bool] = {}
+
+    def is_function(self, code: CodeType) -> bool:
+        return bool(code.co_flags & CO_OPTIMIZED) and code.co_name not in _COMPREHENSIONS
+
+    def file_is_app(self, filename: str) -> bool:
+        verdict = self._file_verdicts.get(filename)
+        if verdict is None:
+            path = os.path.realpath(filename) if filename and not filename.startswith("<") else ""
+            verdict = bool(path) and self._path_is_app(path)
+            self._file_verdicts[filename] = verdict
+        return verdict
+
+    def _path_is_app(self, path: str) -> bool:
+        if path.startswith(_FUNCSIGHT_DIR + os.sep):
+            return False
+        if os.sep + "site-packages" + os.sep in path or os.sep + "dist-packages" + os.sep in path:
+            return False
+        if any(path.startswith(d) for d in self.library_dirs):
+            return False
+        return path.startswith(self.app_dir)
+
+    def module_is_sensed(self, module: str, filename: str) -> bool:
+        """The rule for a module (name as imported) whose code lives in ``filename``."""
+        if module == "funcsight" or module.startswith("funcsight."):
+            return False
+        key = module + "\x00" + filename
+        verdict = self._module_verdicts.get(key)
+        if verdict is None:
+            if self.include:
+                verdict = _matches(module, self.include)
+            else:
+                verdict = self.file_is_app(filename) or self._runtime_code_of_app(module, filename)
+            if verdict and self.exclude and _matches(module, self.exclude):
+                verdict = False
+            self._module_verdicts[key] = verdict
+        return verdict
+
+    def _runtime_code_of_app(self, module: str, filename: str) -> bool:
+        # Code made by exec()/compile() has a pseudo file name ("<string>"); it belongs to the app
+        # when the module whose globals it runs in does.
+        if not filename.startswith("<"):
+            return False
+        owner = sys.modules.get(module)
+        owner_file = getattr(owner, "__file__", None)
+        return bool(owner_file) and self.file_is_app(owner_file)
+
+
+def main_module_name() -> str:
+    """The name ``__main__`` stands for, so a script's functions keep one identity whether it is
+    run as a script, with ``-m``, or imported by a server."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name:
+        return spec.name
+    main_file = getattr(main, "__file__", None) or (sys.argv[0] if sys.argv else "")
+    stem = os.path.splitext(os.path.basename(main_file or ""))[0]
+    return stem or "__main__"

@@ -1,0 +1,89 @@
+"""The bridge from windows to the OpenTelemetry metrics API.
+
+Once per window, off the request path, each function x route series adds its window's deltas to
+OpenTelemetry counters; the SDK keeps them cumulative and any reader or exporter (OTLP, Prometheus)
+takes them from there. Nothing here runs per call.
+
+The duration distribution travels as a counter per bucket with an ``le`` attribute (cumulative over
+``le``, Prometheus' histogram layout), because the metrics API has no way to record pre-aggregated
+histograms: ``histogram_quantile`` works on it as on any Prometheus histogram. Bucket bounds are
+powers of four nanoseconds (1.024 us ... 17.2 s), which the sensor's half-octave buckets nest into
+exactly.
+"""
+
+from __future__ import annotations
+
+from opentelemetry.metrics import Meter
+
+from funcsight import names
+from funcsight.instrumentation.registry import FunctionRegistry
+from funcsight.processors.windows import Window
+
+LE_EXPONENTS = tuple(range(10, 35, 2))  # bucket upper bounds 2**k ns
+LE_LABELS = tuple(repr((1 << k) / 1e9) for k in LE_EXPONENTS) + ("+Inf",)
+
+
+def cumulative_le_counts(hist: dict[int, int]) -> list[int]:
+    """Counts of calls at or below each ``LE_LABELS`` bound, from the sensor's fine buckets."""
+    per_bound = [0] * (len(LE_EXPONENTS) + 1)
+    for bucket, count in hist.items():
+        bit_length = bucket >> 1  # every duration in the bucket is below 2**bit_length ns
+        for index, exponent in enumerate(LE_EXPONENTS):
+            if bit_length <= exponent:
+                per_bound[index] += count
+                break
+        else:
+            per_bound[-1] += count
+    running = 0
+    for index, count in enumerate(per_bound):
+        running += count
+        per_bound[index] = running
+    return per_bound
+
+
+class MetricsBridge:
+    def __init__(self, meter: Meter, registry: FunctionRegistry, version: str):
+        self.registry = registry
+        # The version rides on every series: Prometheus sees resource attributes only on target_info.
+        self.version = version
+        self.calls = meter.create_counter(names.FUNCTION_CALLS, unit="{call}", description="Calls of a function, by route")
+        self.errors = meter.create_counter(names.FUNCTION_ERRORS, unit="{call}", description="Calls that exited by exception, by type")
+        self.duration = meter.create_counter(names.FUNCTION_DURATION, unit="s", description="Wall time from entry to final exit, summed")
+        self.self_time = meter.create_counter(names.FUNCTION_SELF_TIME, unit="s", description="Duration minus sensed direct callees, summed")
+        self.buckets = meter.create_counter(names.FUNCTION_DURATION_BUCKETS, unit="{call}", description="Calls with duration at or below le seconds")
+        self.requests = meter.create_counter(names.ROUTE_REQUESTS, unit="{request}", description="Requests (or task runs) per route")
+        self.route_errors = meter.create_counter(names.ROUTE_ERRORS, unit="{request}", description="Failed requests per route")
+        self.route_duration = meter.create_counter(names.ROUTE_DURATION, unit="s", description="Request duration per route, summed")
+        self.route_buckets = meter.create_counter(names.ROUTE_DURATION_BUCKETS, unit="{request}", description="Requests with duration at or below le seconds")
+        self.dropped = meter.create_counter(names.DROPPED, unit="{item}", description="What funcsight had to drop, by reason")
+
+    def consume(self, window: Window) -> None:
+        functions = self.registry.functions
+        for (fid, route), (calls, errors, total_ns, self_ns, hist) in window.functions.items():
+            info = functions[fid]
+            attrs = {names.CODE_FUNCTION_NAME: info.name, names.HTTP_ROUTE: route, names.FUNCTION_KIND: info.kind, names.SERVICE_VERSION: self.version}
+            if info.file:
+                attrs[names.CODE_FILE_PATH] = info.file
+            self.calls.add(calls, attrs)
+            self.duration.add(total_ns / 1e9, attrs)
+            self.self_time.add(self_ns / 1e9, attrs)
+            _add_buckets(self.buckets, hist, attrs)
+        for (fid, route, exc_name), count in window.errors.items():
+            info = functions[fid]
+            attrs = {names.CODE_FUNCTION_NAME: info.name, names.HTTP_ROUTE: route, names.FUNCTION_KIND: info.kind, names.EXCEPTION_TYPE: exc_name, names.SERVICE_VERSION: self.version}
+            self.errors.add(count, attrs)
+        for route, (requests, failed, total_ns, hist) in window.routes.items():
+            attrs = {names.HTTP_ROUTE: route, names.SERVICE_VERSION: self.version}
+            self.requests.add(requests, attrs)
+            self.route_errors.add(failed, attrs)
+            self.route_duration.add(total_ns / 1e9, attrs)
+            _add_buckets(self.route_buckets, hist, attrs)
+        if window.overflow_series:
+            self.dropped.add(window.overflow_series, {"reason": "series_cap"})
+        if window.overflow_routes:
+            self.dropped.add(window.overflow_routes, {"reason": "route_cap"})
+
+
+def _add_buckets(counter, hist: dict[int, int], attrs: dict) -> None:
+    for label, count in zip(LE_LABELS, cumulative_le_counts(hist)):
+        counter.add(count, {**attrs, names.BUCKET_LE: label})

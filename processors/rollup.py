@@ -1,0 +1,181 @@
+"""The rollup span processor: links every sensed call to the request (or task) it ran in.
+
+For each local root span of kind SERVER or CONSUMER (what the standard Flask, FastAPI/ASGI, WSGI,
+Django and Celery instrumentations start for a request or task run) it opens a call table and makes
+it current for the request's context; the sensor writes that request's calls into it. When the root
+ends, its route is read (frameworks set ``http.route`` late) and the table is folded into the window
+under that route. Other spans that end inside the request (DB and HTTP clients) are rolled up the
+same way under their span name, so outbound calls appear beside functions.
+
+For sampled traces, calls that raised or took at least ``FUNCSIGHT_SLOW_CALL_MS`` are kept (up to a
+cap per trace) and emitted later as real function spans, children of the request's root span, off
+the request path. Metrics never come from those spans: they come from every call.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.trace import SpanKind, StatusCode
+
+from funcsight.instrumentation.calls import (
+    CALLS,
+    ERRORS,
+    HIST,
+    SELF_NS,
+    TOTAL_NS,
+    CallTable,
+    bucket_of,
+    current_request,
+    new_stats,
+)
+from funcsight.instrumentation.registry import FunctionRegistry
+from funcsight.names import HTTP_ROUTE, SCOPE, UNMATCHED_ROUTE
+from funcsight.processors.windows import WindowAggregator
+
+_ENTRY_KINDS = (SpanKind.SERVER, SpanKind.CONSUMER)
+_ROLLED_UP_KINDS = (SpanKind.CLIENT, SpanKind.PRODUCER, SpanKind.INTERNAL)
+# Spans that frame the request itself rather than work done in it.
+_FRAMING_SCOPES = frozenset({SCOPE, "opentelemetry.instrumentation.asgi", "opentelemetry.instrumentation.wsgi"})
+_MAX_OPEN_REQUESTS = 100_000
+_MAX_PENDING_SPAN_BATCHES = 1_000
+
+
+def route_of(span: ReadableSpan) -> str:
+    attributes = span.attributes or {}
+    route = attributes.get(HTTP_ROUTE)
+    if route:
+        return str(route)
+    if span.kind is SpanKind.CONSUMER:
+        return span.name  # a task run: the task name is the entry point
+    return UNMATCHED_ROUTE
+
+
+def _failed(span: ReadableSpan) -> bool:
+    if span.status.status_code is StatusCode.ERROR:
+        return True
+    attributes = span.attributes or {}
+    status = attributes.get("http.response.status_code", attributes.get("http.status_code"))
+    return isinstance(status, int) and status >= 500
+
+
+class RollupSpanProcessor(SpanProcessor):
+    def __init__(
+        self,
+        windows: WindowAggregator,
+        registry: FunctionRegistry,
+        spans_per_trace: int = 20,
+    ):
+        self.windows = windows
+        self.registry = registry
+        self.spans_per_trace = spans_per_trace
+        self.enabled = True
+        self.dropped_span_batches = 0
+        self._open: dict[int, CallTable] = {}  # root span id -> table
+        self._by_trace: dict[int, CallTable] = {}  # trace id -> table of its open local root
+        # (root span context, [(fid, start, end, exc_type)]) waiting for the export thread.
+        self.pending_spans: deque = deque()
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------- SpanProcessor interface
+    def on_start(self, span, parent_context=None) -> None:
+        try:
+            if not self.enabled or span.kind not in _ENTRY_KINDS:
+                return
+            parent = trace.get_current_span(parent_context).get_span_context()
+            if parent.is_valid and not parent.is_remote:
+                return  # not a local root: its calls belong to the enclosing request
+            if len(self._open) >= _MAX_OPEN_REQUESTS:
+                return
+            context = span.get_span_context()
+            budget = self.spans_per_trace if context.trace_flags.sampled else 0
+            table = CallTable(span_budget=budget, trace_id=context.trace_id, root=context)
+            self._open[context.span_id] = table
+            self._by_trace[context.trace_id] = table
+            current_request.set(table)
+        except Exception:  # a span processor must never raise into the application
+            pass
+
+    def on_end(self, span: ReadableSpan) -> None:
+        try:
+            context = span.get_span_context()
+            table = self._open.pop(context.span_id, None)
+            if table is None:
+                self._roll_up_child(span, context.trace_id)
+                return
+            table.open = False
+            if self._by_trace.get(context.trace_id) is table:
+                del self._by_trace[context.trace_id]
+            if current_request.get() is table:
+                current_request.set(None)
+            duration = max(0, (span.end_time or 0) - (span.start_time or 0))
+            self.windows.add_request(route_of(span), table, duration, _failed(span))
+            if table.spans:
+                if len(self.pending_spans) < _MAX_PENDING_SPAN_BATCHES:
+                    self.pending_spans.append((table.root, table.spans))
+                else:
+                    self.dropped_span_batches += 1
+        except Exception:
+            pass
+
+    def _roll_up_child(self, span: ReadableSpan, trace_id: int) -> None:
+        table = self._by_trace.get(trace_id)
+        if table is None or not table.open or span.kind not in _ROLLED_UP_KINDS:
+            return
+        scope = span.instrumentation_scope
+        if scope is not None and scope.name in _FRAMING_SCOPES:
+            return
+        fid = self.registry.register_span(span.name)
+        if fid < 0:
+            return
+        duration = max(0, (span.end_time or 0) - (span.start_time or 0))
+        stats = table.stats.get(fid)
+        if stats is None:
+            stats = table.stats[fid] = new_stats()
+        stats[CALLS] += 1
+        stats[TOTAL_NS] += duration
+        stats[SELF_NS] += duration
+        bucket = bucket_of(duration)
+        stats[HIST][bucket] = stats[HIST].get(bucket, 0) + 1
+        if span.status.status_code is StatusCode.ERROR:
+            stats[ERRORS] += 1
+            key = (fid, _span_error_type(span))
+            table.errors[key] = table.errors.get(key, 0) + 1
+
+    def shutdown(self) -> None:
+        self.enabled = False
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+    def reset_after_fork(self) -> None:
+        for table in self._open.values():
+            table.open = False
+        self._open = {}
+        self._by_trace = {}
+        self.pending_spans = deque()
+
+
+def _span_error_type(span: ReadableSpan):
+    for event in span.events or ():
+        if event.name == "exception" and event.attributes:
+            name = event.attributes.get("exception.type")
+            if name:
+                return _named_error(str(name))
+    return _named_error("SpanError")
+
+
+_NAMED_ERRORS: dict[str, type] = {}
+
+
+def _named_error(name: str) -> type:
+    """A stand-in type carrying an exception type name seen on another instrumentation's span."""
+    cls = _NAMED_ERRORS.get(name)
+    if cls is None and len(_NAMED_ERRORS) < 1000:
+        module, _, qualname = name.rpartition(".")
+        cls = type(qualname or name, (Exception,), {"__module__": module or "builtins"})
+        _NAMED_ERRORS[name] = cls
+    return cls or Exception

@@ -1,0 +1,96 @@
+"""Store schema: ordered migrations, the version recorded in ``PRAGMA user_version``.
+
+Tables (also the documented views for SQL readers):
+
+* ``processes``: one row per process that wrote: service, version (and where it came from),
+  ``service.instance.id``, pid, host, start time.
+* ``functions``: identity (``name`` = ``module.qualname``, or a span name for ``kind='span'``).
+* ``function_code``: per function and version, file, first line and code hash.
+* ``windows``: one export interval of one process (epoch seconds).
+* ``function_stats``: per window, function and route: calls, errors, total and self time (ns) and
+  the duration histogram as JSON ``{bucket: count}`` (half-octave buckets, see ``calls.py``).
+* ``function_errors``: per window, function, route and exception type: count.
+* ``route_stats``: per window and route: requests, failed requests, total ns, histogram.
+* ``spans``: function spans (slow or failing calls in sampled traces) with trace and span ids.
+"""
+
+APPLICATION_ID = 0x46534954  # "FSIT": marks the file as a funcsight store
+
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE processes (
+            id INTEGER PRIMARY KEY,
+            service TEXT NOT NULL,
+            version TEXT NOT NULL,
+            version_source TEXT NOT NULL,
+            instance_id TEXT NOT NULL UNIQUE,
+            pid INTEGER NOT NULL,
+            host TEXT NOT NULL,
+            started_at REAL NOT NULL
+        )""",
+        """CREATE TABLE functions (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            UNIQUE (name, kind)
+        )""",
+        """CREATE TABLE function_code (
+            function_id INTEGER NOT NULL REFERENCES functions(id),
+            version TEXT NOT NULL,
+            file TEXT NOT NULL,
+            line INTEGER NOT NULL,
+            code_hash TEXT NOT NULL,
+            PRIMARY KEY (function_id, version)
+        )""",
+        """CREATE TABLE windows (
+            id INTEGER PRIMARY KEY,
+            process_id INTEGER NOT NULL REFERENCES processes(id),
+            start REAL NOT NULL,
+            end REAL NOT NULL,
+            overflow_series INTEGER NOT NULL DEFAULT 0,
+            overflow_routes INTEGER NOT NULL DEFAULT 0
+        )""",
+        """CREATE TABLE function_stats (
+            window_id INTEGER NOT NULL REFERENCES windows(id),
+            function_id INTEGER NOT NULL REFERENCES functions(id),
+            route TEXT NOT NULL,
+            calls INTEGER NOT NULL,
+            errors INTEGER NOT NULL,
+            total_ns INTEGER NOT NULL,
+            self_ns INTEGER NOT NULL,
+            hist TEXT NOT NULL
+        )""",
+        """CREATE TABLE function_errors (
+            window_id INTEGER NOT NULL REFERENCES windows(id),
+            function_id INTEGER NOT NULL REFERENCES functions(id),
+            route TEXT NOT NULL,
+            exception_type TEXT NOT NULL,
+            count INTEGER NOT NULL
+        )""",
+        """CREATE TABLE route_stats (
+            window_id INTEGER NOT NULL REFERENCES windows(id),
+            route TEXT NOT NULL,
+            requests INTEGER NOT NULL,
+            errors INTEGER NOT NULL,
+            total_ns INTEGER NOT NULL,
+            hist TEXT NOT NULL
+        )""",
+        """CREATE TABLE spans (
+            trace_id TEXT NOT NULL,
+            span_id TEXT NOT NULL,
+            parent_span_id TEXT,
+            process_id INTEGER REFERENCES processes(id),
+            name TEXT NOT NULL,
+            start REAL NOT NULL,
+            duration_ns INTEGER NOT NULL,
+            exception_type TEXT,
+            attributes TEXT NOT NULL
+        )""",
+        "CREATE INDEX function_stats_window ON function_stats(window_id)",
+        "CREATE INDEX function_errors_window ON function_errors(window_id)",
+        "CREATE INDEX route_stats_window ON route_stats(window_id)",
+        "CREATE INDEX windows_process ON windows(process_id)",
+    ],
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
