@@ -17,7 +17,6 @@ from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanKind, Status, StatusCode
 
 from funcsight import names
-from funcsight.instrumentation.calls import CallTable
 from funcsight.instrumentation.registry import FunctionRegistry
 from funcsight.processors.rollup import RollupSpanProcessor
 from funcsight.processors.windows import Window, WindowAggregator, exception_name
@@ -74,7 +73,7 @@ class ExportPipeline:
                 sweep = getattr(self.sensor, "sweep_parked", None)
                 if sweep is not None:
                     sweep()
-                fresh = CallTable()
+                fresh = self.sink.new_table()
                 background, self.sink.background = self.sink.background, fresh
                 self.windows.add_background(background)
                 window = self.windows.drain()

@@ -47,7 +47,6 @@ from funcsight import __version__, names
 from funcsight.config import Config
 from funcsight.deployment import SOURCE_RESOURCE, detect_version
 from funcsight.instrumentation._pysensor import Sink
-from funcsight.instrumentation.calls import CallTable
 from funcsight.instrumentation.registry import FunctionRegistry
 from funcsight.instrumentation.selection import CodeSelector
 from funcsight.instrumentation.sensor import make_sensor
@@ -123,7 +122,7 @@ def _start(**kwargs: Any) -> Running:
         version, version_source = str(resource[names.SERVICE_VERSION]), SOURCE_RESOURCE
 
     windows = WindowAggregator(config.max_series, config.max_routes)
-    processor = RollupSpanProcessor(windows, registry, config.spans_per_trace)
+    processor = RollupSpanProcessor(windows, registry, sink, config.spans_per_trace)
     consumers = []
     writer = None
     if store_enabled(config):
@@ -196,7 +195,7 @@ def _after_fork(running: Running) -> None:
         from dataclasses import replace
 
         running.windows.reset()
-        running.sink.background = CallTable()
+        running.sink.background = running.sink.new_table()
         running.processor.reset_after_fork()
         if running.writer is not None:
             identity = replace(running.writer.process, pid=os.getpid(), instance_id=str(uuid.uuid4()), started_at=time.time())

@@ -52,12 +52,18 @@ def kind_of(code: CodeType) -> int:
 
 
 class Sink:
-    """Where calls go: the open request's table, else the background table. Owned by the rollup
-    processor; the sensor only reads ``background`` and ``slow_ns``."""
+    """Where calls go: the open request's table, else the background table. The rollup processor
+    opens request tables with :meth:`new_table`; the export thread swaps ``background`` out. A
+    sensor implementation may bring its own table type (the C sensor does)."""
+
+    table_type = CallTable
 
     def __init__(self, slow_ns: int = 50_000_000):
-        self.background = CallTable()
+        self.background = self.new_table()
         self.slow_ns = slow_ns
+
+    def new_table(self, span_budget: int = 0, trace_id: int = 0, root=None):
+        return self.table_type(span_budget, trace_id, root)
 
 
 class PythonSensor:

@@ -30,6 +30,21 @@ class CallTable:
         self.trace_id = trace_id
         self.root = root
 
+    def add_call(self, fid: int, duration_ns: int, self_ns: int, exc_type: type | None = None) -> None:
+        """Record one call from outside the sensor (a span of another instrumentation)."""
+        stats = self.stats.get(fid)
+        if stats is None:
+            stats = self.stats[fid] = new_stats()
+        stats[CALLS] += 1
+        stats[TOTAL_NS] += duration_ns
+        stats[SELF_NS] += self_ns
+        bucket = bucket_of(duration_ns)
+        stats[HIST][bucket] = stats[HIST].get(bucket, 0) + 1
+        if exc_type is not None:
+            stats[ERRORS] += 1
+            key = (fid, exc_type)
+            self.errors[key] = self.errors.get(key, 0) + 1
+
 
 current_request: ContextVar[CallTable | None] = ContextVar("funcsight_request", default=None)
 

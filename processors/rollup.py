@@ -21,17 +21,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import SpanKind, StatusCode
 
-from funcsight.instrumentation.calls import (
-    CALLS,
-    ERRORS,
-    HIST,
-    SELF_NS,
-    TOTAL_NS,
-    CallTable,
-    bucket_of,
-    current_request,
-    new_stats,
-)
+from funcsight.instrumentation.calls import CallTable, current_request
 from funcsight.instrumentation.registry import FunctionRegistry
 from funcsight.names import HTTP_ROUTE, SCOPE, UNMATCHED_ROUTE
 from funcsight.processors.windows import WindowAggregator
@@ -67,9 +57,11 @@ class RollupSpanProcessor(SpanProcessor):
         self,
         windows: WindowAggregator,
         registry: FunctionRegistry,
+        sink,
         spans_per_trace: int = 20,
     ):
         self.windows = windows
+        self.sink = sink
         self.registry = registry
         self.spans_per_trace = spans_per_trace
         self.enabled = True
@@ -92,7 +84,7 @@ class RollupSpanProcessor(SpanProcessor):
                 return
             context = span.get_span_context()
             budget = self.spans_per_trace if context.trace_flags.sampled else 0
-            table = CallTable(span_budget=budget, trace_id=context.trace_id, root=context)
+            table = self.sink.new_table(budget, context.trace_id, context)
             self._open[context.span_id] = table
             self._by_trace[context.trace_id] = table
             current_request.set(table)
@@ -132,18 +124,8 @@ class RollupSpanProcessor(SpanProcessor):
         if fid < 0:
             return
         duration = max(0, (span.end_time or 0) - (span.start_time or 0))
-        stats = table.stats.get(fid)
-        if stats is None:
-            stats = table.stats[fid] = new_stats()
-        stats[CALLS] += 1
-        stats[TOTAL_NS] += duration
-        stats[SELF_NS] += duration
-        bucket = bucket_of(duration)
-        stats[HIST][bucket] = stats[HIST].get(bucket, 0) + 1
-        if span.status.status_code is StatusCode.ERROR:
-            stats[ERRORS] += 1
-            key = (fid, _span_error_type(span))
-            table.errors[key] = table.errors.get(key, 0) + 1
+        failed = span.status.status_code is StatusCode.ERROR
+        table.add_call(fid, duration, duration, _span_error_type(span) if failed else None)
 
     def shutdown(self) -> None:
         self.enabled = False

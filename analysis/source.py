@@ -1,0 +1,137 @@
+"""Sources of recorded data for the analysis: the embedded store (default).
+
+A source answers a few aggregate questions; every analysis (functions, routes, and the version
+comparisons built on them) is computed from those answers, so another backend only has to answer
+the same questions.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+
+from funcsight.analysis.percentiles import merge
+from funcsight.store.db import StoreError, open_for_reading
+
+
+@dataclass
+class Aggregate:
+    calls: int = 0
+    errors: int = 0
+    total_ns: int = 0
+    self_ns: int = 0
+    hist: dict = field(default_factory=dict)
+    errors_by_type: dict = field(default_factory=dict)
+
+
+@dataclass
+class RouteAggregate:
+    requests: int = 0
+    errors: int = 0
+    total_ns: int = 0
+    hist: dict = field(default_factory=dict)
+
+
+@dataclass
+class VersionInfo:
+    version: str
+    source: str
+    first_seen: float
+    last_seen: float
+    processes: int
+    requests: int
+    calls: int
+
+
+class StoreSource:
+    def __init__(self, path: str):
+        self.path = path
+        self.conn = open_for_reading(path)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        try:
+            return self.conn.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as err:
+            raise StoreError(f"store {self.path} could not be read ({err}): it may be corrupt; move it aside") from None
+
+    def versions(self) -> list[VersionInfo]:
+        rows = self._query(
+            """SELECT p.version, min(p.version_source) AS source, min(w.start) AS first_seen,
+                      max(w.end) AS last_seen, count(DISTINCT p.id) AS processes,
+                      (SELECT coalesce(sum(r.requests), 0) FROM route_stats r JOIN windows w2 ON w2.id = r.window_id
+                        JOIN processes p2 ON p2.id = w2.process_id WHERE p2.version = p.version) AS requests,
+                      (SELECT coalesce(sum(s.calls), 0) FROM function_stats s JOIN windows w3 ON w3.id = s.window_id
+                        JOIN processes p3 ON p3.id = w3.process_id WHERE p3.version = p.version) AS calls
+               FROM processes p JOIN windows w ON w.process_id = p.id
+               GROUP BY p.version ORDER BY first_seen"""
+        )
+        return [VersionInfo(r["version"], r["source"], r["first_seen"], r["last_seen"], r["processes"], r["requests"], r["calls"]) for r in rows]
+
+    def routes(self) -> set[str]:
+        rows = self._query("SELECT DISTINCT route FROM route_stats UNION SELECT DISTINCT route FROM function_stats")
+        return {r[0] for r in rows}
+
+    def function_aggregates(self, route: str | None = None, version: str | None = None) -> dict[tuple, Aggregate]:
+        """``(function, kind, route, version) -> Aggregate``."""
+        where, params = _filters(route, version, "s.route")
+        result: dict[tuple, Aggregate] = {}
+        for r in self._query(
+            f"""SELECT f.name, f.kind, s.route, p.version, s.calls, s.errors, s.total_ns, s.self_ns, s.hist
+                FROM function_stats s JOIN functions f ON f.id = s.function_id
+                JOIN windows w ON w.id = s.window_id JOIN processes p ON p.id = w.process_id {where}""",
+            params,
+        ):
+            key = (r[0], r[1], r[2], r[3])
+            agg = result.get(key)
+            if agg is None:
+                agg = result[key] = Aggregate()
+            agg.calls += r[4]
+            agg.errors += r[5]
+            agg.total_ns += r[6]
+            agg.self_ns += r[7]
+            merge(agg.hist, json.loads(r[8]))
+        for r in self._query(
+            f"""SELECT f.name, f.kind, s.route, p.version, s.exception_type, sum(s.count)
+                FROM function_errors s JOIN functions f ON f.id = s.function_id
+                JOIN windows w ON w.id = s.window_id JOIN processes p ON p.id = w.process_id {where}
+                GROUP BY 1, 2, 3, 4, 5""",
+            params,
+        ):
+            agg = result.get((r[0], r[1], r[2], r[3]))
+            if agg is not None:
+                agg.errors_by_type[r[4]] = r[5]
+        return result
+
+    def route_aggregates(self, route: str | None = None, version: str | None = None) -> dict[tuple, RouteAggregate]:
+        """``(route, version) -> RouteAggregate``."""
+        where, params = _filters(route, version, "s.route")
+        result: dict[tuple, RouteAggregate] = {}
+        for r in self._query(
+            f"""SELECT s.route, p.version, s.requests, s.errors, s.total_ns, s.hist
+                FROM route_stats s JOIN windows w ON w.id = s.window_id
+                JOIN processes p ON p.id = w.process_id {where}""",
+            params,
+        ):
+            agg = result.get((r[0], r[1]))
+            if agg is None:
+                agg = result[(r[0], r[1])] = RouteAggregate()
+            agg.requests += r[2]
+            agg.errors += r[3]
+            agg.total_ns += r[4]
+            merge(agg.hist, json.loads(r[5]))
+        return result
+
+
+def _filters(route: str | None, version: str | None, route_column: str) -> tuple[str, tuple]:
+    clauses, params = [], []
+    if route is not None:
+        clauses.append(f"{route_column} = ?")
+        params.append(route)
+    if version is not None:
+        clauses.append("p.version = ?")
+        params.append(version)
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", tuple(params)
