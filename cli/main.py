@@ -111,9 +111,12 @@ def cmd_routes(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from funcsight.demo.run import run_demo
+    from funcsight.demo.run import DemoError, run_demo
 
-    return run_demo(db_path=args.db, requests=args.requests, concurrency=args.concurrency)
+    try:
+        return run_demo(db_path=args.db, requests=args.requests, concurrency=args.concurrency)
+    except DemoError as err:
+        raise UsageError(str(err)) from None
 
 
 def _errors(count: int, by_type: dict) -> str:

@@ -1,0 +1,184 @@
+"""``funcsight demo``: the main job on the embedded default, end to end.
+
+For each release of the sample shop (1.0, then 1.1 with planted regressions) it writes the app to a
+scratch directory, starts it on 127.0.0.1 under the real ``opentelemetry-instrument`` launcher with
+funcsight writing to the store, drives a bounded number of requests with a progress display, stops
+it with SIGTERM (funcsight flushes the last window) and finally prints what the store now knows.
+"""
+
+from __future__ import annotations
+
+import http.client
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from funcsight.demo.sample_app import RELEASES, traffic
+
+_START_TIMEOUT_S = 30.0
+_REQUEST_TIMEOUT_S = 10.0
+
+
+class DemoError(Exception):
+    pass
+
+
+def run_demo(db_path: str = "funcsight.db", requests: int = 300, concurrency: int = 4, out=None) -> int:
+    out = out or sys.stdout
+    missing = [name for name in ("flask", "opentelemetry.instrumentation.flask") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise DemoError(f"the demo needs {', '.join(missing)}: pip install 'funcsight[demo]'")
+    db_path = os.path.abspath(db_path)
+    if os.path.exists(db_path):
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(db_path + suffix):
+                os.remove(db_path + suffix)
+    print(f"funcsight demo: sample shop, {requests} requests per release, store {db_path}", file=out)
+    with tempfile.TemporaryDirectory(prefix="funcsight-demo-") as workdir:
+        for version, files in RELEASES:
+            app_dir = os.path.join(workdir, f"shop-{version}")
+            _write_app(app_dir, files)
+            _run_release(app_dir, version, db_path, requests, concurrency, out)
+    _print_results(db_path, out)
+    return 0
+
+
+def _write_app(app_dir: str, files: dict[str, str]) -> None:
+    for relative, text in files.items():
+        path = os.path.join(app_dir, relative)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as handle:
+            handle.write(text)
+
+
+def _launcher() -> list[str]:
+    script = os.path.join(os.path.dirname(sys.executable), "opentelemetry-instrument")
+    if os.path.exists(script):
+        return [script]
+    found = shutil.which("opentelemetry-instrument")
+    if found:
+        return [found]
+    return [sys.executable, "-c", "from opentelemetry.instrumentation.auto_instrumentation import run; run()"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _run_release(app_dir: str, version: str, db_path: str, requests: int, concurrency: int, out) -> None:
+    port = _free_port()
+    env = dict(os.environ)
+    env.update(
+        FUNCSIGHT_DB=db_path,
+        FUNCSIGHT_EXPORT_INTERVAL="1",
+        OTEL_SERVICE_NAME="shop",
+        OTEL_RESOURCE_ATTRIBUTES=f"service.version={version}",
+        # The demo is the embedded default: nothing leaves the machine.
+        OTEL_TRACES_EXPORTER="none",
+        OTEL_METRICS_EXPORTER="none",
+        OTEL_LOGS_EXPORTER="none",
+        PYTHONPATH=app_dir,
+    )
+    log_path = os.path.join(app_dir, "server.log")
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            _launcher() + [sys.executable, "serve.py", str(port)], cwd=app_dir, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        _wait_until_serving(port, process, log_path)
+        _drive(port, version, requests, concurrency, out)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _wait_until_serving(port: int, process: subprocess.Popen, log_path: str) -> None:
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise DemoError(f"the sample app exited with status {process.returncode}: see {log_path}\n{_tail(log_path)}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise DemoError(f"the sample app did not start within {_START_TIMEOUT_S:.0f} s: see {log_path}")
+
+
+def _tail(path: str, lines: int = 15) -> str:
+    try:
+        with open(path, errors="replace") as handle:
+            return "".join(handle.readlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _drive(port: int, version: str, requests: int, concurrency: int, out) -> None:
+    done = 0
+    failures = 0
+    lock = threading.Lock()
+    interactive = hasattr(out, "isatty") and out.isatty()
+
+    def one(index: int) -> None:
+        nonlocal done, failures
+        method, path = traffic(index)
+        ok = True
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=_REQUEST_TIMEOUT_S)
+            conn.request(method, path)
+            conn.getresponse().read()
+            conn.close()
+        except OSError:
+            ok = False
+        with lock:
+            done += 1
+            failures += 0 if ok else 1
+            if interactive or done % max(1, requests // 4) == 0 or done == requests:
+                _progress(out, version, done, requests, interactive)
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        list(pool.map(one, range(requests)))
+    elapsed = time.monotonic() - started
+    if interactive:
+        out.write("\n")
+    print(f"  release {version}: {requests} requests in {elapsed:.1f} s ({requests / elapsed:.0f}/s), {failures} failed", file=out)
+
+
+def _progress(out, version: str, done: int, total: int, interactive: bool) -> None:
+    width = 30
+    filled = int(width * done / total)
+    bar = f"  release {version} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
+    if interactive:
+        out.write("\r" + bar)
+        out.flush()
+    else:
+        print(bar, file=out)
+
+
+def _print_results(db_path: str, out) -> None:
+    from funcsight.cli.main import main as cli
+
+    for title, argv in (
+        ("Routes", ["routes", "--db", db_path]),
+        ("Functions of release 1.1 (by self time)", ["functions", "--db", db_path, "--version", "1.1", "--limit", "15"]),
+    ):
+        print(f"\n{title}", file=out)
+        out.flush()
+        cli(argv)
+    print(f"\nExplore further: funcsight functions --db {db_path} --route /cart/<int:user>", file=out)
