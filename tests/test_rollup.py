@@ -1,0 +1,183 @@
+"""The rollup processor and export pipeline with a real SDK TracerProvider and the real sensor core
+(driven through its enter/leave hooks, as rewritten code drives it)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from funcsight.config import Config
+from funcsight.exporters.pipeline import ExportPipeline
+from funcsight.instrumentation._pysensor import PLAIN, PythonSensor, Sink
+from funcsight.instrumentation.registry import FUNCTION, FunctionInfo, FunctionRegistry
+from funcsight.instrumentation.selection import CodeSelector
+from funcsight.names import BACKGROUND_ROUTE, UNMATCHED_ROUTE
+from funcsight.processors.rollup import RollupSpanProcessor
+from funcsight.processors.windows import WindowAggregator
+
+
+class World:
+    def __init__(self, spans_per_trace=5, slow_ms=1.0):
+        self.registry = FunctionRegistry()
+        self.sink = Sink(slow_ns=int(slow_ms * 1e6))
+        self.sensor = PythonSensor(self.registry, CodeSelector(Config()), self.sink)
+        self.windows = WindowAggregator(max_series=100, max_routes=10)
+        self.processor = RollupSpanProcessor(self.windows, self.registry, self.sink, spans_per_trace)
+        self.exported = InMemorySpanExporter()
+        self.provider = TracerProvider()
+        self.provider.add_span_processor(self.processor)
+        self.provider.add_span_processor(SimpleSpanProcessor(self.exported))
+        self.tracer = self.provider.get_tracer("test")
+        self.windows_seen = []
+        self.pipeline = ExportPipeline(
+            3600, self.windows, self.sink, self.sensor, self.processor, self.registry,
+            [self.windows_seen.append], self.provider.get_tracer("funcsight"),
+        )
+
+    def fid(self, name):
+        return self.sensor.adopt_info(FunctionInfo(name=name, kind=FUNCTION, file="app.py", line=1), PLAIN)
+
+    def call(self, fid, seconds=0.0, exc=None):
+        token = self.sensor.enter(fid)
+        if seconds:
+            time.sleep(seconds)
+        self.sensor.leave(token, exc)
+
+    def window(self):
+        self.pipeline.flush()
+        return self.windows_seen[-1]
+
+
+def test_calls_are_attributed_to_the_route_set_late_on_the_root_span():
+    world = World()
+    handler, helper = world.fid("app.handler"), world.fid("app.helper")
+    for _ in range(3):
+        with world.tracer.start_as_current_span("GET", kind=SpanKind.SERVER) as root:
+            token = world.sensor.enter(handler)
+            world.call(helper)
+            world.call(helper)
+            world.sensor.leave(token)
+            root.set_attribute("http.route", "/items/<id>")  # frameworks know the route late
+    world.call(helper)  # outside any request
+    window = world.window()
+    assert window.functions[(handler, "/items/<id>")][0] == 3
+    assert window.functions[(helper, "/items/<id>")][0] == 6
+    assert window.functions[(helper, BACKGROUND_ROUTE)][0] == 1
+    assert window.routes["/items/<id>"][0] == 3
+
+
+def test_nested_server_span_does_not_open_a_second_request_and_no_route_is_unmatched():
+    world = World()
+    fid = world.fid("app.f")
+    with world.tracer.start_as_current_span("outer", kind=SpanKind.SERVER):
+        with world.tracer.start_as_current_span("inner", kind=SpanKind.SERVER):
+            world.call(fid)
+    window = world.window()
+    assert window.routes == {UNMATCHED_ROUTE: [1, 0, window.routes[UNMATCHED_ROUTE][2], window.routes[UNMATCHED_ROUTE][3]]}
+    assert window.functions[(fid, UNMATCHED_ROUTE)][0] == 1
+
+
+def test_client_spans_inside_a_request_are_rolled_up_beside_functions():
+    world = World()
+    with world.tracer.start_as_current_span("GET /a", kind=SpanKind.SERVER, attributes={"http.route": "/a"}):
+        for _ in range(4):
+            with world.tracer.start_as_current_span("SELECT shop", kind=SpanKind.CLIENT):
+                pass
+        with world.tracer.start_as_current_span("GET", kind=SpanKind.CLIENT) as failing:
+            failing.set_status(StatusCode.ERROR)
+    window = world.window()
+    select = world.registry.lookup("SELECT shop", "span")
+    get = world.registry.lookup("GET", "span")
+    assert window.functions[(select, "/a")][0] == 4
+    assert window.functions[(get, "/a")][:2] == [1, 1]
+
+
+def test_slow_and_failing_calls_become_function_spans_children_of_the_root():
+    world = World(spans_per_trace=2, slow_ms=5)
+    fast, slow, bad = world.fid("app.fast"), world.fid("app.slow"), world.fid("app.bad")
+    with world.tracer.start_as_current_span("GET /x", kind=SpanKind.SERVER, attributes={"http.route": "/x"}) as root:
+        world.call(fast)
+        world.call(slow, seconds=0.01)
+        world.call(bad, exc=KeyError("k"))
+        world.call(slow, seconds=0.01)  # over the per-trace cap of 2
+    world.window()
+    function_spans = [s for s in world.exported.get_finished_spans() if s.instrumentation_scope.name == "funcsight"]
+    assert [s.name for s in function_spans] == ["app.slow", "app.bad"]
+    for span in function_spans:
+        assert span.parent.span_id == root.get_span_context().span_id
+        assert span.context.trace_id == root.get_span_context().trace_id
+        assert span.attributes["code.function.name"] == span.name
+    assert function_spans[0].end_time - function_spans[0].start_time >= 10_000_000
+    assert function_spans[1].attributes["exception.type"] == "KeyError"
+    assert function_spans[1].status.status_code is StatusCode.ERROR
+
+
+def test_unsampled_traces_emit_no_function_spans():
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    world = World(slow_ms=0)
+    world.provider = TracerProvider(sampler=ALWAYS_OFF)
+    world.provider.add_span_processor(world.processor)
+    tracer = world.provider.get_tracer("test")
+    fid = world.fid("app.f")
+    with tracer.start_as_current_span("GET", kind=SpanKind.SERVER, attributes={"http.route": "/u"}):
+        world.call(fid, exc=ValueError())
+    assert world.processor.pending_spans == type(world.processor.pending_spans)()
+
+
+def test_threads_with_concurrent_requests_never_mix_routes():
+    world = World()
+    fids = {route: world.fid(f"app.handler_{i}") for i, route in enumerate(["/a", "/b", "/c", "/d"])}
+    barrier = threading.Barrier(4)
+
+    def serve(route):
+        barrier.wait()
+        for _ in range(200):
+            with world.tracer.start_as_current_span("req", kind=SpanKind.SERVER) as span:
+                world.call(fids[route])
+                span.set_attribute("http.route", route)
+
+    threads = [threading.Thread(target=serve, args=(route,)) for route in fids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    window = world.window()
+    for route, fid in fids.items():
+        assert window.functions[(fid, route)][0] == 200
+        for other in fids:
+            if other != route:
+                assert (fid, other) not in window.functions
+
+
+def test_series_and_route_caps_count_the_overflow():
+    world = World()
+    world.windows.max_series = 3
+    world.windows.max_routes = 2
+    fids = [world.fid(f"app.f{i}") for i in range(5)]
+    for route in ("/1", "/2", "/3"):
+        with world.tracer.start_as_current_span("r", kind=SpanKind.SERVER, attributes={"http.route": route}):
+            for fid in fids:
+                world.call(fid)
+    window = world.window()
+    assert len(window.routes) == 3  # two routes and "(overflow)"
+    assert window.overflow_routes == 1
+    assert window.overflow_series > 0
+    assert sum(stats[0] for stats in window.functions.values()) == 15  # no call lost
+
+
+@pytest.mark.parametrize("shutdowns", [1, 3])
+def test_pipeline_shutdown_flushes_once(shutdowns):
+    world = World()
+    fid = world.fid("app.f")
+    world.call(fid)
+    for _ in range(shutdowns):
+        world.pipeline.shutdown()
+    assert sum(w.functions.get((fid, BACKGROUND_ROUTE), [0])[0] for w in world.windows_seen) == 1
