@@ -126,6 +126,99 @@ class StoreSource:
         return result
 
 
+    def code_hashes(self, version: str) -> dict[str, str]:
+        """``function name -> code hash`` for the functions recorded under ``version``."""
+        rows = self._query(
+            "SELECT f.name, c.code_hash FROM function_code c JOIN functions f ON f.id = c.function_id WHERE c.version = ?",
+            (version,),
+        )
+        return {r[0]: r[1] for r in rows}
+
+    def series(self, version: str | None = None, since: float | None = None) -> list[tuple]:
+        """Per window: ``(start, end, function, kind, route, version, calls, errors, total_ns)``."""
+        where, params = _time_filter(version, since)
+        return [tuple(r) for r in self._query(
+            f"""SELECT w.start, w.end, f.name, f.kind, s.route, p.version, s.calls, s.errors, s.total_ns
+                FROM function_stats s JOIN functions f ON f.id = s.function_id
+                JOIN windows w ON w.id = s.window_id JOIN processes p ON p.id = w.process_id {where}
+                ORDER BY w.start""",
+            params,
+        )]
+
+    def route_series(self, version: str | None = None, since: float | None = None) -> list[tuple]:
+        """Per window: ``(start, end, route, version, requests)``."""
+        where, params = _time_filter(version, since)
+        return [tuple(r) for r in self._query(
+            f"""SELECT w.start, w.end, s.route, p.version, s.requests FROM route_stats s
+                JOIN windows w ON w.id = s.window_id JOIN processes p ON p.id = w.process_id {where}""",
+            params,
+        )]
+
+    def error_series(self, version: str | None = None, since: float | None = None) -> list[tuple]:
+        """Per window: ``(start, function, route, version, exception_type, count)``."""
+        where, params = _time_filter(version, since)
+        return [tuple(r) for r in self._query(
+            f"""SELECT w.start, f.name, e.route, p.version, e.exception_type, e.count FROM function_errors e
+                JOIN functions f ON f.id = e.function_id JOIN windows w ON w.id = e.window_id
+                JOIN processes p ON p.id = w.process_id {where} ORDER BY w.start""",
+            params,
+        )]
+
+    def error_records(self, function: str | None = None, route: str | None = None, version: str | None = None) -> list[dict]:
+        """Per function x route x version x exception type: count, first/last seen and the latest
+        sample (stack, message if captured, trace and span ids; the function span's ids when one
+        was recorded for that failure)."""
+        clauses, params = [], []
+        for column, value in (("f.name", function), ("e.route", route), ("p.version", version)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        records = []
+        for r in self._query(
+            f"""SELECT f.name, e.route, p.version, e.exception_type, sum(e.count), min(w.start), max(w.end)
+                FROM function_errors e JOIN functions f ON f.id = e.function_id
+                JOIN windows w ON w.id = e.window_id JOIN processes p ON p.id = w.process_id {where}
+                GROUP BY 1, 2, 3, 4 ORDER BY 5 DESC""",
+            tuple(params),
+        ):
+            record = {
+                "function": r[0], "route": r[1], "version": r[2], "exception_type": r[3], "count": r[4],
+                "first_seen": r[5], "last_seen": r[6], "stack": [], "message": None, "trace_id": None, "span_id": None,
+            }
+            sample = self._query(
+                """SELECT x.stack, x.message, x.trace_id, x.span_id FROM error_samples x
+                   JOIN functions f ON f.id = x.function_id JOIN windows w ON w.id = x.window_id
+                   JOIN processes p ON p.id = w.process_id
+                   WHERE f.name = ? AND x.route = ? AND p.version = ? AND x.exception_type = ?
+                   ORDER BY x.seen_at DESC LIMIT 1""",
+                (r[0], r[1], r[2], r[3]),
+            )
+            if sample:
+                record["stack"] = [{"function": name, "file": file, "line": line} for name, file, line in json.loads(sample[0][0])]
+                record["message"], record["trace_id"], record["span_id"] = sample[0][1], sample[0][2], sample[0][3]
+            span = self._query(
+                """SELECT s.trace_id, s.span_id FROM spans s JOIN processes p ON p.id = s.process_id
+                   WHERE s.name = ? AND s.exception_type = ? AND p.version = ? ORDER BY s.start DESC LIMIT 1""",
+                (r[0], r[3], r[2]),
+            )
+            if span:
+                record["trace_id"], record["span_id"] = span[0][0], span[0][1]
+            records.append(record)
+        return records
+
+
+def _time_filter(version: str | None, since: float | None) -> tuple[str, tuple]:
+    clauses, params = [], []
+    if version is not None:
+        clauses.append("p.version = ?")
+        params.append(version)
+    if since is not None:
+        clauses.append("w.end >= ?")
+        params.append(since)
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", tuple(params)
+
+
 def _filters(route: str | None, version: str | None, route_column: str) -> tuple[str, tuple]:
     clauses, params = [], []
     if route is not None:

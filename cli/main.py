@@ -11,7 +11,7 @@ import sys
 from typing import Callable
 
 from funcsight import __version__
-from funcsight.analysis.breakdown import AnalysisError, function_rows, route_rows
+from funcsight.analysis.breakdown import AnalysisError, check_filters, function_rows, route_rows
 from funcsight.analysis.source import StoreSource
 from funcsight.cli.output import print_json, render_table
 from funcsight.config import ConfigError
@@ -51,6 +51,36 @@ def build_parser() -> argparse.ArgumentParser:
     _common(routes)
     routes.set_defaults(run=cmd_routes)
 
+    versions = commands.add_parser("versions", help="deployments seen: first/last seen, processes, traffic")
+    _common(versions, filters=False)
+    versions.set_defaults(run=cmd_versions)
+
+    diff = commands.add_parser("diff", help="what changed between two versions, ranked by impact on route latency")
+    _common(diff, filters=False)
+    diff.add_argument("--baseline", required=True, help="the earlier version")
+    diff.add_argument("--candidate", required=True, help="the version to judge")
+    diff.add_argument("--route", help="only this route")
+    diff.set_defaults(run=cmd_diff)
+
+    explain = commands.add_parser("explain", help="decompose a route's latency change into per-function parts")
+    _common(explain, filters=False)
+    explain.add_argument("--route", required=True, help="the route to explain")
+    explain.add_argument("--baseline", required=True, help="the earlier version")
+    explain.add_argument("--candidate", required=True, help="the later version")
+    explain.add_argument("--limit", type=_positive_int, default=15, help="parts in the table (default 15)")
+    explain.set_defaults(run=cmd_explain)
+
+    anomalies = commands.add_parser("anomalies", help="slowdowns and error increases within a deployment, over time")
+    _common(anomalies, filters=False)
+    anomalies.add_argument("--since", type=_duration, help="only the last DURATION (30s, 10m, 2h, 1d)")
+    anomalies.add_argument("--version", dest="app_version", help="only this deployment version")
+    anomalies.set_defaults(run=cmd_anomalies)
+
+    errors = commands.add_parser("errors", help="exception forensics: counts, first/last seen, stack, trace id")
+    _common(errors)
+    errors.add_argument("--function", help="only this function (module.qualname)")
+    errors.set_defaults(run=cmd_errors)
+
     demo = commands.add_parser("demo", help="run the bundled sample app under the sensor, drive traffic, show the results")
     demo.add_argument("--db", default="funcsight.db", help="store file to fill (default ./funcsight.db)")
     demo.add_argument("--requests", type=_positive_int, default=300, help="requests per version (default 300)")
@@ -67,6 +97,15 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
     return value
+
+
+def _duration(text: str) -> float:
+    from funcsight.analysis.anomalies import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _store_path(args) -> str:
@@ -108,6 +147,126 @@ def cmd_routes(args) -> int:
         for r in rows
     ], max_width=90))
     return 0
+
+
+def cmd_versions(args) -> int:
+    versions = StoreSource(_store_path(args)).versions()
+    if args.format == "json":
+        print_json([vars(v) for v in versions])
+        return 0
+    print(render_table(("version", "detected from", "first seen", "last seen", "processes", "requests", "calls"), [
+        (v.version, v.source, _time(v.first_seen), _time(v.last_seen), v.processes, v.requests, v.calls) for v in versions
+    ]))
+    return 0
+
+
+def cmd_diff(args) -> int:
+    from funcsight.analysis.compare import diff
+
+    result = diff(StoreSource(_store_path(args)), args.baseline, args.candidate, args.route)
+    if args.format == "json":
+        print_json(result.as_dict())
+        return 0
+    print(f"{args.baseline} -> {args.candidate}: {len(result.regressions)} regressions, "
+          f"{len(result.improvements)} improvements ({result.tests_made} changes tested)")
+    if result.regressions:
+        print(render_table(("impact ms/req", "function", "route", "change", "before", "after", "p", "code changed"), [
+            (f"{r.impact_ms_per_request:+.3f}", r.function, r.route, r.change, *_before_after(r), f"{r.p_value:.1e}",
+             {True: "yes", False: "no", None: "-"}[r.code_changed])
+            for r in result.regressions
+        ], max_width=50))
+    if result.improvements:
+        print("\nImprovements")
+        print(render_table(("impact ms/req", "function", "route", "change", "before", "after"), [
+            (f"{r.impact_ms_per_request:+.3f}", r.function, r.route, r.change, *_before_after(r)) for r in result.improvements
+        ], max_width=50))
+    return 0
+
+
+def _before_after(finding) -> tuple[str, str]:
+    b, c = finding.baseline, finding.candidate
+    if finding.change == "calls":
+        return f"{b.calls_per_request:g} calls/req", f"{c.calls_per_request:g} calls/req"
+    if finding.change == "latency":
+        return f"{b.self_ms_per_call:.3f} ms self/call", f"{c.self_ms_per_call:.3f} ms self/call"
+    if finding.change in ("errors", "new_error_type"):
+        return f"{b.error_rate:.1%} {_types(b.error_types)}", f"{c.error_rate:.1%} {_types(c.error_types)}"
+    return "not called", f"{c.calls_per_request:g} calls/req, {c.self_ms_per_request:.3f} ms/req"
+
+
+def _types(types: dict) -> str:
+    return ",".join(t.rsplit(".", 1)[-1] for t in types) or "-"
+
+
+def cmd_explain(args) -> int:
+    from funcsight.analysis.compare import explain
+
+    result = explain(StoreSource(_store_path(args)), args.route, args.baseline, args.candidate)
+    if args.format == "json":
+        print_json(result.as_dict())
+        return 0
+    print(f"{result.route}: mean {result.baseline_mean_ms:.3f} ms ({result.baseline}) -> "
+          f"{result.candidate_mean_ms:.3f} ms ({result.candidate}), change {result.change_ms:+.3f} ms")
+    shown = result.parts[: args.limit]
+    rest = sum(p.delta_ms for p in result.parts[args.limit:])
+    rows = [(f"{p.delta_ms:+.3f}", p.function, f"{p.baseline_ms_per_request:.3f}", f"{p.candidate_ms_per_request:.3f}",
+             f"{p.calls_per_request_baseline:g} -> {p.calls_per_request_candidate:g}") for p in shown]
+    if len(result.parts) > len(shown):
+        rows.append((f"{rest:+.3f}", f"({len(result.parts) - len(shown)} other functions)", "", "", ""))
+    rows.append((f"{result.unexplained_ms:+.3f}", "(outside sensed code)", "", "", ""))
+    rows.append((f"{result.change_ms:+.3f}", "= total change", "", "", ""))
+    print(render_table(("delta ms/req", "function", "before ms/req", "after ms/req", "calls/req"), rows, max_width=60))
+    return 0
+
+
+def cmd_anomalies(args) -> int:
+    from funcsight.analysis.anomalies import anomalies
+
+    source = StoreSource(_store_path(args))
+    if args.app_version is not None:
+        check_filters(source, None, args.app_version)
+    found = anomalies(source, args.since, args.app_version)
+    if args.format == "json":
+        print_json([a.as_dict() for a in found])
+        return 0
+    if not found:
+        print("no anomalies: no function changed its behaviour significantly over time")
+        return 0
+    print(render_table(("function", "route", "version", "kind", "since", "before", "after", "p"), [
+        (a.function, a.route, a.version, a.kind + (f" {a.exception_type}" if a.exception_type else ""), _time(a.change_at),
+         f"{a.before:.4g}", f"{a.after:.4g}", f"{a.p_value:.1e}") for a in found
+    ], max_width=50))
+    return 0
+
+
+def cmd_errors(args) -> int:
+    source = StoreSource(_store_path(args))
+    check_filters(source, args.route, args.app_version)
+    records = source.error_records(args.function, args.route, args.app_version)
+    if args.function is not None and not records and args.function not in {r.function for r in function_rows(source)}:
+        raise AnalysisError(f"unknown function {args.function!r}; `funcsight functions` lists them")
+    if args.format == "json":
+        print_json(records)
+        return 0
+    if not records:
+        print("no exceptions recorded")
+        return 0
+    for r in records:
+        print(f"{r['exception_type']} in {r['function']}  route {r['route']}  version {r['version']}  "
+              f"count {r['count']}  first {_time(r['first_seen'])}  last {_time(r['last_seen'])}")
+        if r["trace_id"]:
+            print(f"  trace {r['trace_id']} span {r['span_id']}")
+        if r["message"] is not None:
+            print(f"  message: {r['message']!r}")
+        for frame in r["stack"]:
+            print(f"    {frame['function']} ({frame['file']}:{frame['line']})")
+    return 0
+
+
+def _time(epoch: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
 
 
 def cmd_demo(args) -> int:

@@ -3,7 +3,8 @@
 For each release of the sample shop (1.0, then 1.1 with planted regressions) it writes the app to a
 scratch directory, starts it on 127.0.0.1 under the real ``opentelemetry-instrument`` launcher with
 funcsight writing to the store, drives a bounded number of requests with a progress display, stops
-it with SIGTERM (funcsight flushes the last window) and finally prints what the store now knows.
+it with SIGTERM (funcsight flushes the last window) and finally prints what the store now knows: routes, the version diff and the explanation of one
+route's slowdown.
 """
 
 from __future__ import annotations
@@ -176,9 +177,10 @@ def _print_results(db_path: str, out) -> None:
 
     for title, argv in (
         ("Routes", ["routes", "--db", db_path]),
-        ("Functions of release 1.1 (by self time)", ["functions", "--db", db_path, "--version", "1.1", "--limit", "15"]),
+        ("What changed from 1.0 to 1.1 (ranked by impact on route latency)", ["diff", "--db", db_path, "--baseline", "1.0", "--candidate", "1.1"]),
+        ("Why /checkout/<int:user> got slower", ["explain", "--db", db_path, "--route", "/checkout/<int:user>", "--baseline", "1.0", "--candidate", "1.1", "--limit", "6"]),
     ):
         print(f"\n{title}", file=out)
         out.flush()
         cli(argv)
-    print(f"\nExplore further: funcsight functions --db {db_path} --route /cart/<int:user>", file=out)
+    print(f"\nExplore further: funcsight functions --db {db_path} --version 1.1 | funcsight errors --db {db_path}", file=out)

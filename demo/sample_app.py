@@ -2,8 +2,9 @@
 
 It is real application code (its own directory, imported as the package ``shop``), so funcsight
 senses it exactly as it would a user's app. Release 1.1 differs from 1.0 in two planted ways that
-the deployment comparison should name: ``shop.pricing.load_price`` is called once per item
-(an N+1 pattern) and ``shop.inventory.reserve`` got slower.
+the deployment comparison should name: prices are fetched once per item (``shop.db.fetch_price``
+N times instead of ``fetch_prices`` once: an N+1 pattern) and ``shop.inventory.reserve`` calls a new,
+slow ``shop.db.audit``.
 """
 
 from __future__ import annotations
@@ -17,23 +18,23 @@ PRICES = {sku: 5.0 + (sku * 7) % 40 for sku in range(1, 41)}
 STOCK = {sku: 0 if sku % 9 == 0 else 3 for sku in range(1, 41)}
 
 
-def query(cost_ms):
-    time.sleep(cost_ms / 1000.0)
-
-
 def fetch_prices(skus):
-    query(0.4)
+    time.sleep(0.0004)
     return {sku: PRICES[sku] for sku in skus}
 
 
 def fetch_price(sku):
-    query(0.3)
+    time.sleep(0.0003)
     return PRICES[sku]
 
 
 def fetch_stock(sku):
-    query(0.1)
+    time.sleep(0.0001)
     return STOCK[sku]
+
+
+def audit(sku):
+    time.sleep(0.0008)
 ''',
     "shop/catalog.py": '''from shop import db
 
@@ -159,7 +160,7 @@ FILES_V2["shop/pricing.py"] = FILES_V1["shop/pricing.py"].replace(
 )
 FILES_V2["shop/inventory.py"] = FILES_V1["shop/inventory.py"].replace(
     "    if db.fetch_stock(sku) < qty:",
-    "    db.query(0.8)  # new audit lookup in 1.1\n    if db.fetch_stock(sku) < qty:",
+    "    db.audit(sku)  # new in 1.1\n    if db.fetch_stock(sku) < qty:",
 )
 
 assert FILES_V2["shop/pricing.py"] != FILES_V1["shop/pricing.py"]

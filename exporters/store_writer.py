@@ -68,7 +68,9 @@ class StoreWriter:
         return True
 
     def _insert_window(self, conn: sqlite3.Connection, window: Window) -> None:
-        rows = self._function_rows_for({fid for fid, _ in window.functions} | {key[0] for key in window.errors})
+        rows = self._function_rows_for(
+            {fid for fid, _ in window.functions} | {key[0] for key in window.errors} | {key[0] for key in window.samples}
+        )
         cursor = conn.execute(
             "INSERT INTO windows (process_id, start, end, overflow_series, overflow_routes) VALUES (?, ?, ?, ?, ?)",
             (self._process_row, window.start, window.end, window.overflow_series, window.overflow_routes),
@@ -84,6 +86,13 @@ class StoreWriter:
         conn.executemany(
             "INSERT INTO function_errors VALUES (?, ?, ?, ?, ?)",
             [(window_id, rows[fid], route, exc, count) for (fid, route, exc), count in window.errors.items()],
+        )
+        conn.executemany(
+            "INSERT INTO error_samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (window_id, rows[fid], route, exc, json.dumps(s.stack), s.message, s.trace_id, s.span_id, s.seen_at)
+                for (fid, route, exc), s in window.samples.items()
+            ],
         )
         conn.executemany(
             "INSERT INTO route_stats VALUES (?, ?, ?, ?, ?, ?)",

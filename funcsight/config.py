@@ -54,6 +54,14 @@ FUNCSIGHT_MAX_ROUTES = "FUNCSIGHT_MAX_ROUTES"
 FUNCSIGHT_IMPLEMENTATION = "FUNCSIGHT_IMPLEMENTATION"
 """``auto`` (default: the C sensor when built, else pure Python), ``c`` or ``python``."""
 
+FUNCSIGHT_CAPTURE_MESSAGES = "FUNCSIGHT_CAPTURE_MESSAGES"
+"""``true`` to keep exception messages in error forensics (they may hold personal data). Default
+``false``: only exception types, function names, files and lines are kept."""
+
+FUNCSIGHT_REDACT = "FUNCSIGHT_REDACT"
+"""``module:function`` called with each captured exception message; what it returns is kept.
+Example: ``FUNCSIGHT_REDACT="myapp.privacy:scrub"``. Only used with FUNCSIGHT_CAPTURE_MESSAGES."""
+
 ENV_VARS = (
     FUNCSIGHT_INCLUDE,
     FUNCSIGHT_EXCLUDE,
@@ -67,6 +75,8 @@ ENV_VARS = (
     FUNCSIGHT_MAX_FUNCTIONS,
     FUNCSIGHT_MAX_ROUTES,
     FUNCSIGHT_IMPLEMENTATION,
+    FUNCSIGHT_CAPTURE_MESSAGES,
+    FUNCSIGHT_REDACT,
 )
 
 
@@ -111,6 +121,8 @@ class Config:
     max_functions: int = 20_000
     max_routes: int = 500
     implementation: str = "auto"
+    capture_messages: bool = False
+    redact: str | None = None
     db_path_explicit: bool = field(default=False, compare=False)
 
     @classmethod
@@ -153,6 +165,8 @@ class Config:
                 "implementation",
                 lambda raw: _choice(FUNCSIGHT_IMPLEMENTATION, raw, ("auto", "c", "python")),
             ),
+            FUNCSIGHT_CAPTURE_MESSAGES: ("capture_messages", lambda raw: _boolean(FUNCSIGHT_CAPTURE_MESSAGES, raw)),
+            FUNCSIGHT_REDACT: ("redact", lambda raw: _callable_path(FUNCSIGHT_REDACT, raw)),
         }
         for name, (attr, parse) in parsers.items():
             raw = env.get(name)
@@ -170,6 +184,22 @@ class Config:
         if "db_path" in overrides and overrides["db_path"] is not None:
             values["db_path_explicit"] = True
         return cls(**values)
+
+
+def _boolean(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} must be true or false")
+
+
+def _callable_path(name: str, raw: str) -> str:
+    module, _, attribute = raw.strip().partition(":")
+    if not module or not attribute or not all(part.isidentifier() for part in module.split(".") + attribute.split(".")):
+        raise ConfigError(f"{name}={raw!r} must look like package.module:function")
+    return raw.strip()
 
 
 def _db_path(raw: str) -> str:

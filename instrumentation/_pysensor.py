@@ -129,7 +129,7 @@ class PythonSensor:
                 tls.stack = stack = []
                 return stack
 
-        def record(fid, start, end, duration, self_ns, exc_type, table=None):
+        def record(fid, start, end, duration, self_ns, exc, table=None):
             if table is None:
                 table = get_request()
                 if table is None or not table.open:
@@ -144,16 +144,21 @@ class PythonSensor:
             bucket = (n << 1) | ((duration >> (n - 2)) & 1) if n > 1 else n << 1
             hist = stats[4]
             hist[bucket] = hist.get(bucket, 0) + 1
-            if exc_type is not None:
+            if exc is not None:
                 stats[1] += 1
                 errors = table.errors
-                key = (fid, exc_type)
-                errors[key] = errors.get(key, 0) + 1
-            if table.span_budget > 0 and (exc_type is not None or duration >= sink.slow_ns):
+                key = (fid, type(exc))
+                count = errors.get(key)
+                if count is None:
+                    errors[key] = 1
+                    table.samples[key] = exc
+                else:
+                    errors[key] = count + 1
+            if table.span_budget > 0 and (exc is not None or duration >= sink.slow_ns):
                 table.span_budget -= 1
-                table.spans.append((fid, start, end, exc_type))
+                table.spans.append((fid, start, end, None if exc is None else type(exc)))
 
-        def finish(entry, stack, now, exc_type, table=None):
+        def finish(entry, stack, now, exc, table=None):
             fid = entry[0]
             start = entry[1]
             duration = now - start
@@ -168,7 +173,7 @@ class PythonSensor:
                 self_ns = entry[4] + credit - entry[2]
             if stack:
                 stack[-1][2] += credit
-            record(fid, start, now, duration, self_ns if self_ns > 0 else 0, exc_type, table)
+            record(fid, start, now, duration, self_ns if self_ns > 0 else 0, exc, table)
 
         def enter(fid):
             now = clock()
@@ -188,9 +193,7 @@ class PythonSensor:
                         if stack[depth] is entry:
                             del stack[depth:]
                             break
-                if exc is not None and isinstance(exc, GeneratorExit):
-                    exc = None
-                finish(entry, stack, now, None if exc is None else type(exc))
+                finish(entry, stack, now, None if isinstance(exc, GeneratorExit) else exc)
             except Exception:  # never into the application
                 self.internal_errors += 1
 
@@ -242,7 +245,7 @@ class PythonSensor:
             now = clock()
             stack = stack_of()
             if stack and stack[-1][0] == fid:
-                finish(stack.pop(), stack, now, None if type(exc) is GeneratorExit else type(exc))
+                finish(stack.pop(), stack, now, None if type(exc) is GeneratorExit else exc)
 
         def on_yield(code, offset, retval):
             fid = ids_get(id(code))

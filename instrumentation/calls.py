@@ -1,7 +1,7 @@
 """What the sensor produces: call tables, one per request plus one for background work.
 
 A call table maps a function id to ``[calls, errors, total_ns, self_ns, {bucket: count}]`` and
-``(function id, exception type)`` to a count. The sensor writes into the table of the request the
+``(function id, exception type)`` to a count and to the first exception object seen. The sensor writes into the table of the request the
 call ran in (found through a context variable, so threads and asyncio tasks never mix); the rollup
 processor folds a request's table into its window once the request's route is known.
 
@@ -18,11 +18,14 @@ CALLS, ERRORS, TOTAL_NS, SELF_NS, HIST = range(5)
 
 
 class CallTable:
-    __slots__ = ("stats", "errors", "open", "spans", "span_budget", "trace_id", "root")
+    __slots__ = ("stats", "errors", "samples", "open", "spans", "span_budget", "trace_id", "root")
 
     def __init__(self, span_budget: int = 0, trace_id: int = 0, root=None):
         self.stats: dict[int, list] = {}
         self.errors: dict[tuple[int, type], int] = {}
+        # The first exception object per (function id, type): its traceback becomes the stack of
+        # the error's forensics record when the table is folded in (names, files, lines only).
+        self.samples: dict[tuple[int, type], BaseException] = {}
         self.open = True
         # (function id, start ns, end ns, exception type or None): invocations worth a span.
         self.spans: list[tuple] = []

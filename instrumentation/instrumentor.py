@@ -94,7 +94,7 @@ def _start(**kwargs: Any) -> Running:
     if version_source != SOURCE_RESOURCE and resource.get(names.SERVICE_VERSION) and not own_tracer:
         version, version_source = str(resource[names.SERVICE_VERSION]), SOURCE_RESOURCE
 
-    windows = WindowAggregator(config.max_series, config.max_routes)
+    windows = WindowAggregator(config.max_series, config.max_routes, _message_capture(config))
     processor = RollupSpanProcessor(windows, registry, sink, config.spans_per_trace)
     consumers = []
     writer = None
@@ -122,6 +122,30 @@ def _start(**kwargs: Any) -> Running:
     _log.info("funcsight: sensing %s with the %s sensor (version %s)", selector.app_dir, sensor.implementation, version)
     _install_exit_hooks(running)
     return running
+
+
+def _message_capture(config: Config):
+    """What to keep of an exception's message: nothing unless the user opted in."""
+    if not config.capture_messages:
+        return None
+    redact = None
+    if config.redact:
+        import importlib
+
+        module, _, attribute = config.redact.partition(":")
+        try:
+            redact = importlib.import_module(module)
+            for part in attribute.split("."):
+                redact = getattr(redact, part)
+        except Exception as err:
+            _log.warning("funcsight: FUNCSIGHT_REDACT=%s cannot be loaded (%s); exception messages are not kept", config.redact, err)
+            return None
+
+    def message_of(exc: BaseException) -> str:
+        text = str(exc)[:1000]
+        return str(redact(text)) if redact is not None else text
+
+    return message_of
 
 
 def _stop(running: Running) -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
+from typing import Callable
 
 from funcsight.instrumentation.calls import CallTable, bucket_of, merge_stats, new_stats
 from funcsight.names import BACKGROUND_ROUTE, OVERFLOW_ROUTE
@@ -22,11 +24,31 @@ class Window:
     functions: dict = field(default_factory=dict)  # (fid, route) -> [calls, errors, total, self, hist]
     errors: dict = field(default_factory=dict)  # (fid, route, exception type name) -> count
     routes: dict = field(default_factory=dict)  # route -> [requests, errors, total_ns, hist]
+    samples: dict = field(default_factory=dict)  # (fid, route, exception type name) -> ErrorSample
     overflow_series: int = 0
     overflow_routes: int = 0
 
     def is_empty(self) -> bool:
         return not (self.functions or self.routes or self.errors)
+
+
+@dataclass
+class ErrorSample:
+    """One occurrence of an exception leaving a function: where it went (no values, no locals)."""
+
+    stack: list  # [[function name, file, line], ...] from the function down to the raise point
+    message: str | None  # only with FUNCSIGHT_CAPTURE_MESSAGES, after the redaction hook
+    trace_id: str | None
+    span_id: str | None  # the request's root span
+    seen_at: float
+
+
+MAX_STACK_FRAMES = 30
+
+
+def stack_of(exc: BaseException) -> list:
+    frames = traceback.StackSummary.extract(traceback.walk_tb(exc.__traceback__), limit=MAX_STACK_FRAMES, lookup_lines=False)
+    return [[frame.name, frame.filename, frame.lineno] for frame in frames]
 
 
 def exception_name(exc_type: type) -> str:
@@ -36,9 +58,10 @@ def exception_name(exc_type: type) -> str:
 
 
 class WindowAggregator:
-    def __init__(self, max_series: int = 20_000, max_routes: int = 500):
+    def __init__(self, max_series: int = 20_000, max_routes: int = 500, message_of: Callable | None = None):
         self.max_series = max_series
         self.max_routes = max_routes
+        self.message_of = message_of  # exception -> text to keep, or None (the default: no messages)
         self._lock = threading.Lock()
         self._window = Window(start=time.time(), end=0.0)
 
@@ -80,6 +103,27 @@ class WindowAggregator:
         for (fid, exc_type), count in table.errors.items():
             key = (fid, route, exception_name(exc_type))
             errors[key] = errors.get(key, 0) + count
+        samples = window.samples
+        for (fid, exc_type), exc in getattr(table, "samples", {}).items():
+            key = (fid, route, exception_name(exc_type))
+            if key not in samples:
+                samples[key] = self._sample(exc, table)
+
+    def _sample(self, exc: BaseException, table: CallTable) -> ErrorSample:
+        root = table.root
+        message = None
+        if self.message_of is not None:
+            try:
+                message = self.message_of(exc)
+            except Exception:
+                message = "(redaction hook failed)"
+        return ErrorSample(
+            stack=stack_of(exc),
+            message=message,
+            trace_id=format(root.trace_id, "032x") if root is not None else None,
+            span_id=format(root.span_id, "016x") if root is not None else None,
+            seen_at=time.time(),
+        )
 
     def drain(self) -> Window:
         """Hand the current window over and start a new one."""

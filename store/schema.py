@@ -11,6 +11,9 @@ Tables (also the documented views for SQL readers):
   the duration histogram as JSON ``{bucket: count}`` (half-octave buckets, see ``calls.py``).
 * ``function_errors``: per window, function, route and exception type: count.
 * ``route_stats``: per window and route: requests, failed requests, total ns, histogram.
+* ``error_samples``: per window, function, route and exception type, the first occurrence: its
+  stack (JSON ``[[function, file, line], ...]``), the message only when captured (opt-in), and the
+  request's trace and root span ids.
 * ``spans``: function spans (slow or failing calls in sampled traces) with trace and span ids.
 """
 
@@ -85,6 +88,17 @@ MIGRATIONS: list[list[str]] = [
             duration_ns INTEGER NOT NULL,
             exception_type TEXT,
             attributes TEXT NOT NULL
+        )""",
+        """CREATE TABLE error_samples (
+            window_id INTEGER NOT NULL REFERENCES windows(id),
+            function_id INTEGER NOT NULL REFERENCES functions(id),
+            route TEXT NOT NULL,
+            exception_type TEXT NOT NULL,
+            stack TEXT NOT NULL,
+            message TEXT,
+            trace_id TEXT,
+            span_id TEXT,
+            seen_at REAL NOT NULL
         )""",
         "CREATE INDEX function_stats_window ON function_stats(window_id)",
         "CREATE INDEX function_errors_window ON function_errors(window_id)",

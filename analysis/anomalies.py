@@ -1,0 +1,141 @@
+"""Automatic detection within one deployment: slowdowns and error increases from a change in
+behaviour over time, not from static thresholds.
+
+Each function x route series is cut into time bins (about 20 over the period, never shorter than
+the export windows). Per bin: mean duration per call, calls per request and error rate. A CUSUM
+finds the most likely change point; Welch's t-test compares the bins before it (the trailing
+baseline) with the bins after it. A finding needs p below ``ALPHA`` / tests made, at least
+``MIN_BINS_BEFORE`` baseline and ``MIN_BINS_AFTER`` recent bins, and a relative increase of at least
+25 %. An exception type that first appears after a baseline in which the function ran often enough
+to have shown it (p of never seeing it by chance below the same bound) is reported as new.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+from funcsight.analysis.compare import ALPHA, MIN_RELATIVE_CHANGE
+from funcsight.analysis.stats import cusum_changepoint, welch_greater
+
+MIN_BINS_BEFORE = 3
+MIN_BINS_AFTER = 2
+TARGET_BINS = 20
+
+
+@dataclass
+class Anomaly:
+    function: str
+    route: str
+    version: str
+    kind: str  # latency | calls | errors | new_error_type
+    change_at: float  # epoch seconds: start of the first bin after the change
+    before: float
+    after: float
+    relative_change: float | None
+    p_value: float
+    bins_before: int
+    bins_after: int
+    bin_seconds: float
+    exception_type: str | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def parse_duration(text: str) -> float:
+    """``90s``, ``10m``, ``2h``, ``1d`` (or plain seconds) to seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip().lower()
+    try:
+        if text and text[-1] in units:
+            value = float(text[:-1]) * units[text[-1]]
+        else:
+            value = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a duration like 30s, 10m, 2h or 1d") from None
+    if value <= 0:
+        raise ValueError(f"{text!r} must be a positive duration")
+    return value
+
+
+def anomalies(source, since_s: float | None = None, version: str | None = None, now: float | None = None) -> list[Anomaly]:
+    since = (now or time.time()) - since_s if since_s else None
+    rows = source.series(version, since)
+    if not rows:
+        return []
+    window_lengths = [end - start for start, end, *_ in rows]
+    first, last = min(r[0] for r in rows), max(r[1] for r in rows)
+    bin_s = max(statistics.median(window_lengths), (last - first) / TARGET_BINS, 1e-3)
+
+    def bin_of(t: float) -> int:
+        return int((t - first) // bin_s)
+
+    requests: dict[tuple, int] = {}
+    for start, _end, route, ver, count in source.route_series(version, since):
+        key = (route, ver, bin_of(start))
+        requests[key] = requests.get(key, 0) + count
+    series: dict[tuple, dict[int, list]] = {}
+    for start, _end, name, _kind, route, ver, calls, errors, total_ns in rows:
+        bins = series.setdefault((name, route, ver), {})
+        cell = bins.setdefault(bin_of(start), [0, 0, 0])
+        cell[0] += calls
+        cell[1] += errors
+        cell[2] += total_ns
+    errors_by_type: dict[tuple, dict[int, int]] = {}
+    for start, name, route, ver, exc_type, count in source.error_series(version, since):
+        cells = errors_by_type.setdefault((name, route, ver, exc_type), {})
+        cells[bin_of(start)] = cells.get(bin_of(start), 0) + count
+
+    candidates: list[Anomaly] = []
+    for (name, route, ver), bins in series.items():
+        ordered = sorted(b for b, cell in bins.items() if cell[0] > 0)
+        if len(ordered) < MIN_BINS_BEFORE + MIN_BINS_AFTER:
+            continue
+        metrics = {
+            "latency": [bins[b][2] / bins[b][0] / 1e6 for b in ordered],
+            "errors": [bins[b][1] / bins[b][0] for b in ordered],
+        }
+        if all(requests.get((route, ver, b)) for b in ordered):
+            metrics["calls"] = [bins[b][0] / requests[(route, ver, b)] for b in ordered]
+        for kind, values in metrics.items():
+            found = _shift(values)
+            if found is not None:
+                split, p, before, after = found
+                relative = after / before - 1 if before else None
+                big_enough = relative is None or relative >= MIN_RELATIVE_CHANGE
+                if kind == "errors":
+                    big_enough = after - before >= 0.01 and big_enough
+                if big_enough:
+                    candidates.append(Anomaly(name, route, ver, kind, first + ordered[split] * bin_s, before, after,
+                                              None if relative is None else round(relative, 4), p, split, len(ordered) - split, bin_s))
+        for (e_name, e_route, e_ver, exc_type), cells in errors_by_type.items():
+            if (e_name, e_route, e_ver) != (name, route, ver):
+                continue
+            first_bin = min(cells)
+            baseline_calls = sum(bins[b][0] for b in ordered if b < first_bin)
+            bins_before = sum(1 for b in ordered if b < first_bin)
+            if bins_before < MIN_BINS_BEFORE:
+                continue
+            after_calls = sum(bins[b][0] for b in ordered if b >= first_bin)
+            rate = sum(cells.values()) / after_calls if after_calls else 0.0
+            p = (1 - rate) ** baseline_calls if rate < 1 else 0.0
+            candidates.append(Anomaly(name, route, ver, "new_error_type", first + first_bin * bin_s, 0.0, round(rate, 4), None, p,
+                                      bins_before, len(ordered) - bins_before, bin_s, exc_type))
+    threshold = ALPHA / max(1, len(candidates))
+    found = [a for a in candidates if a.p_value < threshold]
+    found.sort(key=lambda a: (a.p_value, a.function))
+    return found
+
+
+def _shift(values: list[float]):
+    """(index of the first bin after the change, p, mean before, mean after) or None."""
+    split = cusum_changepoint(values) + 1
+    if split < MIN_BINS_BEFORE or len(values) - split < MIN_BINS_AFTER:
+        return None
+    before, after = values[:split], values[split:]
+    mean_before, mean_after = sum(before) / len(before), sum(after) / len(after)
+    if mean_after <= mean_before:
+        return None
+    return split, welch_greater(before, after), round(mean_before, 6), round(mean_after, 6)
