@@ -15,6 +15,7 @@ from funcsight.analysis.breakdown import AnalysisError, check_filters, function_
 from funcsight.analysis.source import StoreSource
 from funcsight.cli.output import print_json, render_table
 from funcsight.config import ConfigError
+from funcsight.mcp_server.cli import add_command as add_mcp_command
 from funcsight.store.db import StoreError
 
 EXIT_USAGE = 2
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--requests", type=_positive_int, default=300, help="requests per version (default 300)")
     demo.add_argument("--concurrency", type=_positive_int, default=4, help="parallel clients (default 4)")
     demo.set_defaults(run=cmd_demo)
+    add_mcp_command(commands)
     return parser
 
 

@@ -4,7 +4,7 @@ When a distro or configurator (``opentelemetry-distro``) already built SDK provi
 ``opentelemetry-instrument``, funcsight adds to them. Otherwise it builds them itself: exporters come
 from ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER`` (entry-point names: ``otlp``,
 ``otlp_proto_http``, ``console``, ``prometheus``...), defaulting to ``otlp`` when an OTLP endpoint
-is set and to none otherwise.
+is set and to none otherwise; ``otlp`` follows ``OTEL_EXPORTER_OTLP_PROTOCOL`` like the SDK does.
 
 The store is on when ``FUNCSIGHT_STORE=on`` or ``FUNCSIGHT_DB`` is set, off when
 ``FUNCSIGHT_STORE=off``, and otherwise on unless an OTLP endpoint or the Prometheus metrics exporter
@@ -51,11 +51,27 @@ def _names(value: str | None) -> list[str]:
     return [part.strip().lower() for part in (value or "").split(",") if part.strip()]
 
 
-def _exporter_names(variable: str, environ) -> list[str]:
+_OTLP_BY_PROTOCOL = {"grpc": "otlp_proto_grpc", "http/protobuf": "otlp_proto_http"}
+
+
+def _exporter_names(variable: str, signal: str, environ) -> list[str]:
     names = _names(environ.get(variable))
     if not names:
-        return ["otlp"] if otlp_configured(environ) else []
-    return [name for name in names if name != "none"]
+        names = ["otlp"] if otlp_configured(environ) else []
+    return [_otlp_by_protocol(signal, environ) if name == "otlp" else name for name in names if name != "none"]
+
+
+def _otlp_by_protocol(signal: str, environ) -> str:
+    """``otlp`` means gRPC or HTTP by ``OTEL_EXPORTER_OTLP_{SIGNAL}_PROTOCOL`` /
+    ``OTEL_EXPORTER_OTLP_PROTOCOL`` (default grpc), as the SDK's own configurator reads them."""
+    protocol = (
+        environ.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL") or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc"
+    ).strip().lower()
+    name = _OTLP_BY_PROTOCOL.get(protocol)
+    if name is None:
+        _log.warning("funcsight: OTLP protocol %r is not supported (grpc or http/protobuf); using grpc", protocol)
+        return _OTLP_BY_PROTOCOL["grpc"]
+    return name
 
 
 def _load(group: str, name: str):
@@ -72,7 +88,7 @@ def ensure_tracer_provider(resource_attributes: dict, environ=os.environ) -> tup
     if isinstance(current, TracerProvider):
         return current, False
     provider = TracerProvider(resource=Resource.create(resource_attributes))
-    for name in _exporter_names("OTEL_TRACES_EXPORTER", environ):
+    for name in _exporter_names("OTEL_TRACES_EXPORTER", "TRACES", environ):
         exporter_class = _load("opentelemetry_traces_exporter", name)
         if exporter_class is not None:
             provider.add_span_processor(BatchSpanProcessor(exporter_class()))
@@ -88,7 +104,7 @@ def ensure_meter_provider(resource_attributes: dict, environ=os.environ) -> tupl
     if isinstance(current, MeterProvider):
         return current, False
     readers = []
-    for name in _exporter_names("OTEL_METRICS_EXPORTER", environ):
+    for name in _exporter_names("OTEL_METRICS_EXPORTER", "METRICS", environ):
         exporter_class = _load("opentelemetry_metrics_exporter", name)
         if exporter_class is None:
             continue

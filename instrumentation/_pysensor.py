@@ -287,7 +287,7 @@ class PythonSensor:
             """Finish generators that were dropped while suspended: 3.13 emits no event when a
             suspended generator is closed. A frame only this table still holds is dead."""
             for key, item in list(parked.items()):
-                if sys.getrefcount(item[1]) <= 3 and parked.pop(key, None) is not None:
+                if sys.getrefcount(item[1]) <= 2 and parked.pop(key, None) is not None:
                     entry = item[0]
                     finish(entry, None, entry[3], None, item[2])
 

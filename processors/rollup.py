@@ -120,6 +120,8 @@ class RollupSpanProcessor(SpanProcessor):
         scope = span.instrumentation_scope
         if scope is not None and scope.name in _FRAMING_SCOPES:
             return
+        if span.attributes and "asgi.event.type" in span.attributes:
+            return  # ASGI send/receive spans frame the request (FastAPI gives them its own scope)
         fid = self.registry.register_span(span.name)
         if fid < 0:
             return

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from contextlib import contextmanager
 
 from funcsight.store.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 
@@ -34,13 +35,14 @@ def open_for_writing(path: str) -> sqlite3.Connection:
         raise StoreError(f"store {path} is read-only: make it writable or set FUNCSIGHT_DB to another path")
     try:
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+    except sqlite3.DatabaseError as err:
+        raise _explain(err, path) from None
+    with _closed_on_error(conn, path):
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         _check_identity(conn, path, allow_empty=True)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         _migrate(conn)
-    except sqlite3.DatabaseError as err:
-        raise _explain(err, path) from None
     return conn
 
 
@@ -54,13 +56,26 @@ def open_for_reading(path: str) -> sqlite3.Connection:
         raise StoreError(f"store {path} is not readable: check its permissions")
     try:
         conn = sqlite3.connect(f"file:{os.path.abspath(path)}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+    except sqlite3.DatabaseError as err:
+        raise _explain(err, path) from None
+    with _closed_on_error(conn, path):
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         _check_identity(conn, path, allow_empty=False)
         conn.execute("SELECT count(*) FROM windows").fetchone()
-    except sqlite3.DatabaseError as err:
-        raise _explain(err, path) from None
     conn.row_factory = sqlite3.Row
     return conn
+
+
+@contextmanager
+def _closed_on_error(conn: sqlite3.Connection, path: str):
+    """Close ``conn`` when checking it fails; turn SQLite errors into one-line StoreErrors."""
+    try:
+        yield
+    except BaseException as err:
+        conn.close()
+        if isinstance(err, sqlite3.DatabaseError):
+            raise _explain(err, path) from None
+        raise
 
 
 def _check_identity(conn: sqlite3.Connection, path: str, allow_empty: bool) -> None:

@@ -1,0 +1,1 @@
+"""A small FastAPI shop used by funcsight's end-to-end tests."""

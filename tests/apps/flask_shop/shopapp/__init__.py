@@ -1,0 +1,1 @@
+"""A small Flask shop used by funcsight's end-to-end tests."""
