@@ -12,7 +12,7 @@ from typing import Callable
 
 from funcsight import __version__
 from funcsight.analysis.breakdown import AnalysisError, check_filters, function_rows, route_rows
-from funcsight.analysis.source import StoreSource
+from funcsight.analysis.sources import open_source
 from funcsight.cli.output import print_json, render_table
 from funcsight.config import ConfigError
 from funcsight.mcp_server.cli import add_command as add_mcp_command
@@ -32,6 +32,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _common(parser: argparse.ArgumentParser, filters: bool = True) -> None:
     parser.add_argument("--db", default=None, help="store file (default: $FUNCSIGHT_DB or ./funcsight.db)")
+    parser.add_argument("--source", default=None, help="read from prometheus+http://HOST:PORT instead of the store")
     parser.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
     if filters:
         parser.add_argument("--route", help="only this route (as shown by `funcsight routes`)")
@@ -110,6 +111,10 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _source(args):
+    return open_source(_store_path(args), args.source)
+
+
 def _store_path(args) -> str:
     if args.db:
         return args.db
@@ -119,7 +124,7 @@ def _store_path(args) -> str:
 
 
 def cmd_functions(args) -> int:
-    source = StoreSource(_store_path(args))
+    source = _source(args)
     rows = function_rows(source, args.route, args.app_version)
     if args.format == "json":
         print_json([row.as_dict() for row in rows])
@@ -137,7 +142,7 @@ def cmd_functions(args) -> int:
 
 
 def cmd_routes(args) -> int:
-    source = StoreSource(_store_path(args))
+    source = _source(args)
     rows = route_rows(source, args.route, args.app_version)
     if args.format == "json":
         print_json([row.as_dict() for row in rows])
@@ -152,7 +157,7 @@ def cmd_routes(args) -> int:
 
 
 def cmd_versions(args) -> int:
-    versions = StoreSource(_store_path(args)).versions()
+    versions = _source(args).versions()
     if args.format == "json":
         print_json([vars(v) for v in versions])
         return 0
@@ -165,7 +170,7 @@ def cmd_versions(args) -> int:
 def cmd_diff(args) -> int:
     from funcsight.analysis.compare import diff
 
-    result = diff(StoreSource(_store_path(args)), args.baseline, args.candidate, args.route)
+    result = diff(_source(args), args.baseline, args.candidate, args.route)
     if args.format == "json":
         print_json(result.as_dict())
         return 0
@@ -203,7 +208,7 @@ def _types(types: dict) -> str:
 def cmd_explain(args) -> int:
     from funcsight.analysis.compare import explain
 
-    result = explain(StoreSource(_store_path(args)), args.route, args.baseline, args.candidate)
+    result = explain(_source(args), args.route, args.baseline, args.candidate)
     if args.format == "json":
         print_json(result.as_dict())
         return 0
@@ -224,7 +229,7 @@ def cmd_explain(args) -> int:
 def cmd_anomalies(args) -> int:
     from funcsight.analysis.anomalies import anomalies
 
-    source = StoreSource(_store_path(args))
+    source = _source(args)
     if args.app_version is not None:
         check_filters(source, None, args.app_version)
     found = anomalies(source, args.since, args.app_version)
@@ -242,7 +247,7 @@ def cmd_anomalies(args) -> int:
 
 
 def cmd_errors(args) -> int:
-    source = StoreSource(_store_path(args))
+    source = _source(args)
     check_filters(source, args.route, args.app_version)
     records = source.error_records(args.function, args.route, args.app_version)
     if args.function is not None and not records and args.function not in {r.function for r in function_rows(source)}:
