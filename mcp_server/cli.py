@@ -1,4 +1,5 @@
-"""``funcsight mcp``: serve the store to AI agents over the Model Context Protocol.
+"""``funcsight mcp``: serve the store (or, with ``--source prometheus+http://HOST:PORT``, a
+Prometheus server's funcsight metrics) to AI agents over the Model Context Protocol.
 
 ``add_command(subparsers)`` adds the subcommand to the ``funcsight`` parser; ``run(args)`` runs it.
 This module imports neither the MCP SDK nor the CLI, so ``funcsight`` starts (and every other
@@ -43,6 +44,8 @@ def add_command(subparsers) -> argparse.ArgumentParser:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", default=None, help="store file (default: $FUNCSIGHT_DB or ./funcsight.db)")
+    parser.add_argument("--source", default=None,
+                        help="read from prometheus+http://HOST:PORT instead of the store (the query tool then refuses: no SQL)")
     parser.add_argument("--transport", choices=("stdio", "http"), default="stdio",
                         help="stdio (default; the MCP client starts this command) or http (streamable HTTP on 127.0.0.1)")
     parser.add_argument("--port", type=_port, default=None, help=f"HTTP port on {HOST} (default {DEFAULT_PORT}; http only)")
@@ -78,10 +81,17 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as err:
         return _fail(f"`funcsight mcp` needs the MCP SDK ({err.name or err} is missing): pip install 'funcsight[mcp]'")
 
-    _check_store(db_path)
+    source = getattr(args, "source", None) or None
+    if source is not None:
+        problem = _check_source(db_path, source)
+        if problem:
+            return _fail(problem)
+    else:
+        _check_store(db_path)
+    serving = source or db_path
     if args.transport == "stdio":
-        server = build_server(db_path)
-        print(f"funcsight mcp: serving {db_path} over stdio", file=sys.stderr)
+        server = build_server(db_path, source=source)
+        print(f"funcsight mcp: serving {serving} over stdio", file=sys.stderr)
         anyio.run(server.run_stdio_async)
         return 0
 
@@ -95,9 +105,9 @@ def run(args: argparse.Namespace) -> int:
     problem = _port_problem(port)
     if problem:
         return _fail(f"cannot listen on {HOST}:{port} ({problem}): pick another --port")
-    server = build_server(db_path, bearer_token=token)
+    server = build_server(db_path, bearer_token=token, source=source)
     url = f"http://{HOST}:{port}/mcp"
-    print(f"funcsight mcp: serving {db_path} over streamable HTTP at {url} (loopback only)", file=sys.stderr)
+    print(f"funcsight mcp: serving {serving} over streamable HTTP at {url} (loopback only)", file=sys.stderr)
     if generated:
         print(f"funcsight mcp: bearer token (generated; set ${FUNCSIGHT_MCP_TOKEN} to choose one): {token}", file=sys.stderr)
     else:
@@ -122,6 +132,26 @@ def _check_store(db_path: str) -> None:
         open_for_reading(db_path).close()
     except StoreError as err:
         print(f"funcsight mcp: warning: {err}; tools will report this until the store can be read", file=sys.stderr)
+
+
+def _check_source(db_path: str, source: str) -> str | None:
+    """A malformed ``--source`` is a usage error (returned); an unreachable server only a warning
+    (as for the store: tools report it until the server answers)."""
+    from funcsight.analysis.sources import open_source
+
+    try:
+        opened = open_source(db_path, source)
+    except ValueError as err:  # funcsight.analysis.breakdown.AnalysisError
+        return str(err)
+    try:
+        ping = getattr(opened, "ping", None)
+        if ping is not None:
+            ping()
+    except ValueError as err:
+        print(f"funcsight mcp: warning: {err}; tools will report this until it answers", file=sys.stderr)
+    finally:
+        opened.close()
+    return None
 
 
 def _port_problem(port: int) -> str | None:

@@ -1,4 +1,4 @@
-"""``build_server(db_path)``: the funcsight MCP server (official ``mcp`` SDK, ``MCPServer``) with its
+"""``build_server(db_path, source=None)``: the funcsight MCP server (official ``mcp`` SDK, ``MCPServer``) with its
 tools registered, read-only and idempotent; optionally guarded by a static bearer token (HTTP)."""
 
 from __future__ import annotations
@@ -39,9 +39,11 @@ class StaticTokenVerifier:
         return None
 
 
-def build_server(db_path: str, bearer_token: str | None = None, log_level: str = "WARNING") -> MCPServer:
-    """The server over the store at ``db_path``. With ``bearer_token`` the HTTP transport refuses
-    (401) every request that does not carry ``Authorization: Bearer <token>``; stdio ignores it."""
+def build_server(db_path: str, bearer_token: str | None = None, log_level: str = "WARNING",
+                 source: str | None = None) -> MCPServer:
+    """The server over the store at ``db_path``, or over the Prometheus server ``source`` names
+    (``prometheus+http://HOST:PORT``). With ``bearer_token`` the HTTP transport refuses (401) every
+    request that does not carry ``Authorization: Bearer <token>``; stdio ignores it."""
     auth = token_verifier = None
     if bearer_token is not None:
         # Resource-server mode with a static token: no OAuth endpoints are served; the issuer URL
@@ -52,7 +54,7 @@ def build_server(db_path: str, bearer_token: str | None = None, log_level: str =
         name="funcsight", title="funcsight runtime evidence", version=__version__, instructions=INSTRUCTIONS,
         website_url=None, token_verifier=token_verifier, auth=auth, log_level=log_level,
     )
-    tools = FuncsightTools(db_path)
+    tools = FuncsightTools(db_path, source)
     for name in TOOL_NAMES:
         method = getattr(tools, name)
         server.add_tool(method, name=name, description=inspect.cleandoc(method.__doc__ or ""), annotations=READ_ONLY)

@@ -27,6 +27,7 @@ from funcsight.analysis.anomalies import anomalies, parse_duration
 from funcsight.analysis.breakdown import AnalysisError, check_filters, function_rows, route_rows
 from funcsight.analysis.compare import ALPHA, MIN_IMPACT_FRACTION, MIN_RELATIVE_CHANGE, diff, explain
 from funcsight.analysis.source import StoreSource
+from funcsight.analysis.sources import open_source
 from funcsight.mcp_server import models as m
 from funcsight.mcp_server import sql as sqlmod
 from funcsight.store.db import StoreError
@@ -64,16 +65,19 @@ def _reply(result: BaseModel) -> CallToolResult:
 
 
 class FuncsightTools:
-    """The tools over one store file; each public method listed in :data:`TOOL_NAMES` is a tool."""
+    """The tools over one store file, or over a Prometheus server when ``source`` names one
+    (``prometheus+http://HOST:PORT``, as ``--source`` of the CLI); each public method listed in
+    :data:`TOOL_NAMES` is a tool."""
 
-    def __init__(self, db_path: str):
+    def __init__(self, db_path: str, source: str | None = None):
         self.db_path = os.path.abspath(db_path)
+        self.source = source or None
 
     @contextlib.contextmanager
     def _source(self) -> Iterator[StoreSource]:
         try:
-            source = StoreSource(self.db_path)
-        except StoreError as err:
+            source = open_source(self.db_path, self.source)
+        except (AnalysisError, StoreError) as err:
             raise ToolError(str(err)) from None
         try:
             yield source
@@ -314,6 +318,9 @@ class FuncsightTools:
         ))
 
     def query(self, sql: Sql) -> Annotated[CallToolResult, m.QueryResult]:
+        if self.source is not None:
+            raise ToolError(f"query runs SQL over the embedded store; this server reads {self.source} "
+                            "(PromQL, no SQL): use the typed tools, or start `funcsight mcp --db PATH` for SQL")
         try:
             result = sqlmod.run_query(self.db_path, sql)
         except (sqlmod.QueryRefused, StoreError) as err:
