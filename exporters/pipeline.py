@@ -40,6 +40,7 @@ class ExportPipeline:
         registry: FunctionRegistry,
         consumers: list[Callable[[Window], object]],
         tracer: trace.Tracer | None,
+        span_sink: Callable[[list], object] | None = None,
     ):
         self.interval_s = interval_s
         self.windows = windows
@@ -49,6 +50,7 @@ class ExportPipeline:
         self.registry = registry
         self.consumers = consumers
         self.tracer = tracer
+        self.span_sink = span_sink  # also receives the function spans (the store)
         self.windows_exported = 0
         self.consumer_failures = 0
         self._stop = threading.Event()
@@ -96,6 +98,7 @@ class ExportPipeline:
             return
         functions = self.registry.functions
         offset = self._epoch_offset
+        emitted = []
         while pending:
             try:
                 root, calls = pending.popleft()
@@ -119,8 +122,14 @@ class ExportPipeline:
                         span.add_event("exception", {names.EXCEPTION_TYPE: type_name}, timestamp=end + offset)
                         span.set_status(Status(StatusCode.ERROR))
                     span.end(end_time=end + offset)
+                    emitted.append(span)
                 except Exception:
                     _log.exception("funcsight: emitting a function span failed")
+        if emitted and self.span_sink is not None:
+            try:
+                self.span_sink(emitted)
+            except Exception:
+                _log.exception("funcsight: storing function spans failed")
 
     def shutdown(self) -> None:
         """Stop the thread and flush the last window; safe to call more than once."""

@@ -99,7 +99,9 @@ def ensure_tracer_provider(resource_attributes: dict, environ=os.environ) -> tup
     return provider, True
 
 
-def ensure_meter_provider(resource_attributes: dict, environ=os.environ) -> tuple[object, bool]:
+def ensure_meter_provider(resource_attributes: dict, environ=os.environ) -> tuple[MeterProvider | None, bool]:
+    """The SDK meter provider to add to, building one only when a metrics exporter is configured:
+    a provider with no reader would only make every other instrumentation's metrics cost CPU."""
     current = metrics.get_meter_provider()
     if isinstance(current, MeterProvider):
         return current, False
@@ -112,6 +114,10 @@ def ensure_meter_provider(resource_attributes: dict, environ=os.environ) -> tupl
             readers.append(exporter_class())
         else:
             readers.append(PeriodicExportingMetricReader(exporter_class()))
+    if not readers:
+        return None, False
     provider = MeterProvider(resource=Resource.create(resource_attributes), metric_readers=readers)
     metrics.set_meter_provider(provider)
-    return metrics.get_meter_provider(), metrics.get_meter_provider() is provider
+    if metrics.get_meter_provider() is not provider:
+        return None, False
+    return provider, True

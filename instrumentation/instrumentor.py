@@ -74,7 +74,6 @@ def _start(**kwargs: Any) -> Running:
     from funcsight.processors.metrics import MetricsBridge
     from funcsight.processors.rollup import RollupSpanProcessor
     from funcsight.processors.windows import WindowAggregator
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     config = Config.from_env(**{key: value for key, value in kwargs.items() if key in _CONFIG_KEYS})
     registry = FunctionRegistry(config.max_functions)
@@ -102,17 +101,18 @@ def _start(**kwargs: Any) -> Running:
         identity = ProcessIdentity(service, version, version_source, instance_id, os.getpid(), socket.gethostname(), time.time())
         writer = StoreWriter(config.db_path, registry, identity)
         consumers.append(writer.write_window)
-    meter = meter_provider.get_meter(names.SCOPE, __version__)
-    consumers.append(MetricsBridge(meter, registry, version).consume)
+    if meter_provider is not None:
+        consumers.append(MetricsBridge(meter_provider.get_meter(names.SCOPE, __version__), registry, version).consume)
     tracer = None
     if tracer_provider is not None:
         tracer_provider.add_span_processor(processor)
-        if writer is not None and config.spans_per_trace > 0:
-            tracer_provider.add_span_processor(BatchSpanProcessor(StoreSpanExporter(writer), schedule_delay_millis=1000))
         tracer = tracer_provider.get_tracer(names.SCOPE, __version__)
+    # Function spans reach the store straight from the export thread; a span processor for them
+    # would see (and cost) every span of the process.
+    span_sink = StoreSpanExporter(writer).export if writer is not None else None
 
     sensor = make_sensor(config, registry, selector, sink)
-    pipeline = ExportPipeline(config.export_interval_s, windows, sink, sensor, processor, registry, consumers, tracer)
+    pipeline = ExportPipeline(config.export_interval_s, windows, sink, sensor, processor, registry, consumers, tracer, span_sink)
     running = Running(
         config, registry, selector, sink, sensor, windows, processor, pipeline, writer,
         version, version_source, service, tracer_provider if own_tracer else None, meter_provider if own_meter else None,
