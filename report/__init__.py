@@ -1,0 +1,1 @@
+"""The self-contained HTML report: routes, per-route breakdowns, the version diff, anomalies, errors."""
