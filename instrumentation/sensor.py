@@ -3,10 +3,12 @@
 * Python 3.12+: ``sys.monitoring`` callbacks (C when the extension is built, else Python).
 * Python 3.11: functions rewritten at import time to call the sensor's enter/leave hooks
   (:mod:`funcsight.instrumentation.rewrite`); a C profile hook would also fire for every framework
-  call, which costs far more than the application's own functions.
+  call, which costs far more than the application's own functions. The hooks are the C core's
+  when the extension is built.
 
-``FUNCSIGHT_IMPLEMENTATION`` forces ``c`` or ``python``; when ``c`` is asked for and the extension
-is not built, funcsight says so once and uses Python.
+``FUNCSIGHT_IMPLEMENTATION`` (``config.implementation``): ``auto`` uses C when the extension
+imports, else Python (said once, at info level); ``c`` does the same but warns when it falls back;
+``python`` always uses the pure-Python sensor.
 """
 
 from __future__ import annotations
@@ -15,25 +17,29 @@ import logging
 import sys
 
 from funcsight.config import Config
+from funcsight.instrumentation import csensor
 from funcsight.instrumentation._pysensor import PythonSensor, Sink
 from funcsight.instrumentation.registry import FunctionRegistry
 from funcsight.instrumentation.selection import CodeSelector
 
 _log = logging.getLogger("funcsight")
 HAS_MONITORING = hasattr(sys, "monitoring")
+_fallback_reported = False
 
 
 class RewritingSensor:
-    """Python 3.11 front end: the Python sensor fed by rewritten code."""
-
-    implementation = "python-rewrite"
+    """Python 3.11 front end: a core (C or Python) fed by rewritten code."""
 
     def __init__(self, core: PythonSensor, selector: CodeSelector):
         from funcsight.instrumentation.rewrite import ImportRewriter
 
         self.core = core
         self.sweep_parked = core.sweep_parked
-        self.rewriter = ImportRewriter(core, selector)
+        self.rewriter = ImportRewriter(core, selector)  # takes a C core's own hooks (rewrite_hooks)
+
+    @property
+    def implementation(self) -> str:
+        return f"{self.core.implementation}-rewrite"
 
     @property
     def internal_errors(self) -> int:
@@ -46,8 +52,24 @@ class RewritingSensor:
         self.rewriter.uninstall()
 
 
+def make_core(choice: str, registry: FunctionRegistry, selector: CodeSelector, sink: Sink) -> PythonSensor:
+    """The C core unless ``choice`` is ``python`` or the extension cannot be used."""
+    global _fallback_reported
+    if choice != "python":
+        reason, log = csensor.UNAVAILABLE, _log.warning if choice == "c" else _log.info
+        if csensor.available():
+            try:
+                return csensor.CSensor(registry, selector, sink)
+            except Exception as err:  # e.g. no pthread key left: something is wrong, say so
+                reason, log = f"the C sensor could not start ({err})", _log.warning
+        if not _fallback_reported:
+            _fallback_reported = True
+            log("funcsight: using the Python sensor: %s", reason)
+    return PythonSensor(registry, selector, sink)
+
+
 def make_sensor(config: Config, registry: FunctionRegistry, selector: CodeSelector, sink: Sink):
-    core = PythonSensor(registry, selector, sink)
+    core = make_core(config.implementation, registry, selector, sink)
     if HAS_MONITORING:
         return core
     return RewritingSensor(core, selector)

@@ -1,0 +1,1 @@
+"""The sample shop's domain code: the application's own functions the sensor counts."""

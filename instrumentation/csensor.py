@@ -1,0 +1,169 @@
+"""The C sensor: :class:`PythonSensor`'s classification with the hot path of ``_csensor.c``.
+
+Classification (which code is sensed, function identity, the registry) is the Python twin's, run
+once per code object: the C core calls :meth:`CSensor.classify` on the first event of a code object
+and stores the answer in the code object itself (its PEP 523 ``co_extra`` slot). Every later event
+is handled in C without calling any Python function.
+
+Calls go to C call tables (:class:`_csensor.CallTable`, same Python-visible format as
+:class:`calls.CallTable`): the sink is switched to that table type, and its ``background`` becomes
+a property over the core's own pointer, so a call outside a request costs one pointer read.
+
+The extension is optional (see ``setup.py``); :data:`UNAVAILABLE` says why it cannot be used.
+"""
+
+from __future__ import annotations
+
+import sysconfig
+
+from funcsight.instrumentation._pysensor import PythonSensor, Sink, kind_of
+from funcsight.instrumentation.calls import current_request
+from funcsight.instrumentation.registry import FunctionInfo, FunctionRegistry, function_info
+from funcsight.instrumentation.selection import CodeSelector
+
+UNAVAILABLE: str | None = None
+if sysconfig.get_config_var("Py_GIL_DISABLED"):
+    _csensor = None
+    UNAVAILABLE = "the C sensor needs the GIL (free-threaded build)"
+else:
+    try:
+        from funcsight.instrumentation import _csensor
+    except ImportError as err:  # not built: no compiler at install time, or another platform
+        _csensor = None
+        UNAVAILABLE = f"the C extension is not built ({err})"
+
+
+def available() -> bool:
+    return _csensor is not None
+
+
+CallTable = _csensor.CallTable if _csensor is not None else None
+
+
+class CSensor(PythonSensor):
+    implementation = "c"
+
+    def __init__(self, registry: FunctionRegistry, selector: CodeSelector, sink: Sink):
+        if _csensor is None:
+            raise ImportError(UNAVAILABLE)
+        # Before PythonSensor.__init__: it sets internal_errors (a property over the core here).
+        self._core = _csensor.Core(self.classify, current_request, int(sink.slow_ns))
+        super().__init__(registry, selector, sink)
+        _bind_sink(sink, self._core)  # last: nothing can fail after the sink is switched to C
+
+    # ------------------------------------------------------------ classification (Python, cold)
+    def adopt(self, code, module: str) -> int:
+        # The C core keeps the id in the code object; nothing to remember here.
+        return self.adopt_info(function_info(code, module), kind_of(code))
+
+    def adopt_info(self, info: FunctionInfo, kind: int) -> int:
+        fid = super().adopt_info(info, kind)
+        if fid >= 0:
+            self._core.set_kind(fid, kind)
+        return fid
+
+    # --------------------------------------------------------------------------- hot path (C)
+    def _build(self) -> None:
+        core = self._core
+        self.enter, self.leave, self.suspend, self.resume = core.enter, core.leave, core.suspend, core.resume
+        self.sweep_parked = core.sweep_parked
+        if _csensor.HAS_MONITORING:
+            self._callbacks = {
+                "PY_START": core.on_start,
+                "PY_RETURN": core.on_return,
+                "PY_UNWIND": core.on_unwind,
+                "PY_YIELD": core.on_yield,
+                "PY_RESUME": core.on_resume,
+                "PY_THROW": core.on_throw,
+            }
+        else:
+            self._callbacks = {}
+
+    def rewrite_hooks(self) -> tuple:
+        """The 3.11 rewriter's hook set (``rewrite._HOOK_NAMES`` order) with the C core's
+        primitives: the twin's ``_make_hooks`` works on Python list entries, these on C tokens."""
+        from funcsight.instrumentation import rewrite
+
+        core = self._core
+        await_, resume = core.await_, core.resume
+
+        def aiter_(entry, iterable):
+            return rewrite._AsyncIter(iterable, entry, await_, resume)
+
+        def acm(entry, manager):
+            return rewrite._AsyncContext(manager, entry, await_, resume)
+
+        return core.enter, core.enter_co, core.leave, core.unwind, core.yield_, resume, await_, aiter_, acm
+
+    @property
+    def internal_errors(self) -> int:
+        return self._core.internal_errors
+
+    @internal_errors.setter
+    def internal_errors(self, value: int) -> None:
+        self._core.internal_errors = value
+
+    @property
+    def parked(self) -> int:
+        """Suspended generators/coroutines waiting to resume (or to be swept)."""
+        return self._core.parked
+
+    def stack_depth(self) -> int:
+        """In-flight sensed invocations on the calling thread."""
+        return self._core.stack_depth()
+
+
+# ------------------------------------------------------------------------------------------ sink
+_C_SINKS: dict[type, type] = {}
+
+
+def _c_sink_class(base: type) -> type:
+    """``base`` with ``background`` and ``slow_ns`` read from and written to the C core."""
+    cls = _C_SINKS.get(base)
+    if cls is None:
+
+        def get_background(self):
+            return self._core.background
+
+        def set_background(self, table):
+            self._core.background = table
+
+        def get_slow_ns(self):
+            return self._core.slow_ns
+
+        def set_slow_ns(self, value):
+            self._core.slow_ns = int(value)
+
+        cls = type(
+            "C" + base.__name__,
+            (base,),
+            {
+                "__doc__": base.__doc__,
+                "__module__": __name__,
+                "background": property(get_background, set_background),
+                "slow_ns": property(get_slow_ns, set_slow_ns),
+            },
+        )
+        _C_SINKS[base] = cls
+    return cls
+
+
+def _bind_sink(sink: Sink, core) -> None:
+    """Make ``sink`` hand out C tables and keep its background table in ``core``."""
+    state = vars(sink)
+    slow_ns = state.pop("slow_ns", None)
+    background = state.pop("background", None)
+    if isinstance(sink, tuple(_C_SINKS.values())):  # bound to an earlier core: take over its table
+        background = sink.background
+        slow_ns = sink.slow_ns
+    else:
+        sink.__class__ = _c_sink_class(type(sink))
+    sink._core = core
+    sink.table_type = _csensor.CallTable
+    # The Python table a fresh Sink starts with is empty; one with calls is kept out of the way.
+    core.background = background if isinstance(background, _csensor.CallTable) else sink.new_table()
+    if slow_ns is not None:
+        core.slow_ns = int(slow_ns)
+
+
+__all__ = ["CSensor", "CallTable", "UNAVAILABLE", "available"]
