@@ -9,12 +9,18 @@ no per-app tuning):
 
 * significance: one-sided p below ``ALPHA`` divided by the number of tests made (Bonferroni), from
   Mann-Whitney U on the duration histograms (latency), the conditional binomial test on call counts
-  per request (calls, new functions, new exception types) and the two-proportion z-test (errors);
-* effect: a relative increase of at least ``MIN_RELATIVE_CHANGE`` (25 %) in the figure tested and,
-  for latency and call counts, at least ``MIN_IMPACT_FRACTION`` (1 %) of the route's baseline mean
-  latency added per request. Latency is judged on self time per call, after dividing out the
-  median change of all functions (machine-wide drift), so a caller that got slower only because a
-  callee did, or a busier machine, does not count.
+  per request (calls, new functions, new exception types) and the two-proportion z-test (errors).
+  A latency change must also hold across export windows: with at least ``MIN_WINDOWS`` windows on
+  each side, Welch's t-test on the per-window mean duration must agree (calls within one window share
+  the machine's load, so they are not independent evidence of a change);
+* effect: a relative increase of at least ``MIN_RELATIVE_CHANGE`` (25 %) in calls per request or
+  error rate, or ``MIN_LATENCY_CHANGE`` (50 %) in self time per call, and, for latency and call
+  counts, at least ``MIN_IMPACT_FRACTION`` (1 %) of the route's baseline mean latency added per
+  request. Latency is judged on self time per call, after dividing out the median change of all
+  functions (machine-wide drift), so a caller that got slower only because a callee did does not
+  count. Its bar is higher because wall time moves with machine load between two runs (scheduling,
+  timer slack, GIL waits) in ways a per-call test cannot tell from a real change; call counts and
+  exception types do not.
 
 ``impact_ms_per_request`` is the change of the function's self time per request: the parts of all
 functions (plus what ran outside sensed code) add up exactly to the route's mean latency change,
@@ -29,12 +35,14 @@ from dataclasses import asdict, dataclass, field
 from funcsight.analysis.breakdown import AnalysisError, check_filters
 from funcsight.analysis.percentiles import quantile_ns
 from funcsight.analysis.source import Aggregate, RouteAggregate
-from funcsight.analysis.stats import mann_whitney_greater, proportion_increase_p, rate_increase_p
+from funcsight.analysis.stats import mann_whitney_greater, proportion_increase_p, rate_increase_p, welch_greater
 
 ALPHA = 0.01
 MIN_RELATIVE_CHANGE = 0.25
+MIN_LATENCY_CHANGE = 0.50
 MIN_IMPACT_FRACTION = 0.01
 MIN_ERROR_RATE_CHANGE = 0.01  # one percentage point
+MIN_WINDOWS = 3
 OUTSIDE_SENSED_CODE = "(outside sensed code)"
 
 
@@ -100,6 +108,7 @@ class Diff:
                 "alpha": ALPHA,
                 "tests_made": self.tests_made,
                 "min_relative_change": MIN_RELATIVE_CHANGE,
+                "min_latency_change": MIN_LATENCY_CHANGE,
                 "min_impact_fraction_of_route_latency": MIN_IMPACT_FRACTION,
             },
         }
@@ -139,6 +148,7 @@ def diff(source, baseline: str, candidate: str, route: str | None = None) -> Dif
     functions_a, functions_b = _by_route(aggregates, baseline), _by_route(aggregates, candidate)
     hashes_a, hashes_b = source.code_hashes(baseline), source.code_hashes(candidate)
     drift = _latency_drift(functions_a, functions_b)
+    windows_a, windows_b = _window_means(source, baseline), _window_means(source, candidate)
 
     candidates: list[tuple[str, Finding]] = []  # (what it is, finding) before the significance cut
     removed: list[dict] = []
@@ -170,7 +180,8 @@ def diff(source, baseline: str, candidate: str, route: str | None = None) -> Dif
             if b.calls == 0:
                 removed.append({"function": key[0], "kind": key[1], "route": route_name, "baseline": asdict(fa)})
                 continue
-            _latency_and_calls(candidates, finding, a, b, fa, fb, requests_a, requests_b, drift, min_impact)
+            per_window = (windows_a.get(key + (route_name,), []), windows_b.get(key + (route_name,), []))
+            _latency_and_calls(candidates, finding, a, b, fa, fb, requests_a, requests_b, drift, min_impact, per_window)
             _errors(candidates, finding, a, b)
 
     threshold = ALPHA / max(1, len(candidates))
@@ -196,7 +207,25 @@ def _latency_drift(functions_a: dict, functions_b: dict) -> float:
     return statistics.median(ratios) if len(ratios) >= 3 else 1.0
 
 
-def _latency_and_calls(candidates, finding, a, b, fa, fb, requests_a, requests_b, drift, min_impact) -> None:
+def _window_means(source, version: str) -> dict[tuple, list[float]]:
+    """``(function, kind, route) -> [mean duration per call in each export window]``."""
+    means: dict[tuple, list[float]] = {}
+    for _start, _end, name, kind, route, _version, calls, _errors, total_ns in source.series(version):
+        if calls:
+            means.setdefault((name, kind, route), []).append(total_ns / calls)
+    return means
+
+
+def _latency_p(slower: Aggregate, faster: Aggregate, windows_slower: list, windows_faster: list) -> float:
+    """Per-call evidence (Mann-Whitney on the histograms), confirmed across windows when there are
+    enough of them: the larger of the two p-values."""
+    p = mann_whitney_greater(faster.hist, slower.hist)
+    if len(windows_slower) >= MIN_WINDOWS and len(windows_faster) >= MIN_WINDOWS:
+        p = max(p, welch_greater(windows_faster, windows_slower))
+    return p
+
+
+def _latency_and_calls(candidates, finding, a, b, fa, fb, requests_a, requests_b, drift, min_impact, per_window) -> None:
     impact = fb.self_ms_per_request - fa.self_ms_per_request
     self_a = a.self_ns / a.calls
     self_b = b.self_ns / b.calls
@@ -204,10 +233,12 @@ def _latency_and_calls(candidates, finding, a, b, fa, fb, requests_a, requests_b
         relative = (self_b / self_a) / drift - 1
         # Self time per call moved; its distribution is unrecorded, so the duration histograms
         # carry the significance test (for a leaf they are the same thing).
-        if relative >= MIN_RELATIVE_CHANGE and impact >= min_impact:
-            candidates.append(("latency", finding("latency", mann_whitney_greater(a.hist, b.hist), round(relative, 4))))
-        elif relative <= -MIN_RELATIVE_CHANGE / (1 + MIN_RELATIVE_CHANGE) and -impact >= min_impact:
-            candidates.append(("improvement", finding("latency", mann_whitney_greater(b.hist, a.hist), round(relative, 4))))
+        if relative >= MIN_LATENCY_CHANGE and impact >= min_impact:
+            p = _latency_p(b, a, per_window[1], per_window[0])
+            candidates.append(("latency", finding("latency", p, round(relative, 4))))
+        elif relative <= -MIN_LATENCY_CHANGE / (1 + MIN_LATENCY_CHANGE) and -impact >= min_impact:
+            p = _latency_p(a, b, per_window[0], per_window[1])
+            candidates.append(("improvement", finding("latency", p, round(relative, 4))))
     cpr_a, cpr_b = a.calls / requests_a, b.calls / requests_b
     relative_calls = cpr_b / cpr_a - 1
     if relative_calls >= MIN_RELATIVE_CHANGE and impact >= min_impact:
