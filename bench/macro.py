@@ -188,6 +188,7 @@ def server_env(server: Server) -> dict[str, str]:
             OTEL_METRICS_EXPORTER="none",
             OTEL_LOGS_EXPORTER="none",
             FUNCSIGHT_DB=server.db_path,
+            BENCH_OTEL_SDK="1",
         )
         if not server.variant.funcsight:
             env["OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"] = "funcsight"

@@ -13,6 +13,7 @@ lines_block 1, line_summary 3, response 1, money 2, checksum 1 = 42.
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 
@@ -23,6 +24,15 @@ from shop.cart import Cart
 from shop.catalog import skus_for_order
 from shop.customers import load_customer
 from shop.inventory import reserve
+
+if os.environ.get("BENCH_OTEL_SDK"):
+    # "OTel alone" means an SDK behind the API, as a distro or the app's own setup installs; every
+    # OTel column gets one (funcsight builds the same itself when it finds none).
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        trace.set_tracer_provider(TracerProvider())
 
 FUNCTIONS_PER_REQUEST = 42
 
