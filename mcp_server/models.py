@@ -272,6 +272,7 @@ class Method(Output):
     alpha: float
     tests_made: int
     min_relative_change: float
+    min_latency_change: float
     min_impact_fraction_of_route_latency: float
 
 

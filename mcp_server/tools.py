@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 
 from funcsight.analysis.anomalies import anomalies, parse_duration
 from funcsight.analysis.breakdown import AnalysisError, check_filters, function_rows, route_rows
-from funcsight.analysis.compare import ALPHA, MIN_IMPACT_FRACTION, MIN_RELATIVE_CHANGE, diff, explain
+from funcsight.analysis.compare import diff, explain
 from funcsight.analysis.source import StoreSource
 from funcsight.analysis.sources import open_source
 from funcsight.mcp_server import models as m
@@ -231,8 +231,7 @@ class FuncsightTools:
                                                  baseline_self_ms_per_request=r["baseline"]["self_ms_per_request"]) for r in removed],
             total_regressions=len(result.regressions), total_improvements=len(result.improvements),
             total_removed_functions=len(result.removed_functions), omitted=omitted,
-            method=m.Method(alpha=ALPHA, tests_made=result.tests_made, min_relative_change=MIN_RELATIVE_CHANGE,
-                            min_impact_fraction_of_route_latency=MIN_IMPACT_FRACTION),
+            method=m.Method(**result.as_dict()["method"]),
             note=(f"{omitted} finding(s) beyond the limit of {limit} per list are not shown; "
                   + ("raise limit" if route else "pass route or raise limit")) if omitted else None,
         ))

@@ -192,6 +192,8 @@ def _run_release(fleet: Fleet, launcher: Path, version: str, files: dict[str, st
                 break
             time.sleep(0.25)
         assert seen == REQUESTS_PER_RELEASE, f"Prometheus saw {seen} of {REQUESTS_PER_RELEASE} requests of release {version}"
+        # Two more scrapes, so every series has the two samples a rate() needs.
+        time.sleep(2 * float(SCRAPE_INTERVAL.rstrip("s")) + 0.5)
     finally:
         status = _stop(process)
     assert status in (0, 143, -signal.SIGTERM), f"release {version} exited with {status}:\n{tail(log_path)}"
@@ -399,7 +401,7 @@ def test_every_dashboard_panel_returns_data(fleet):
     now = time.time()
     window = f"{int(now - fleet.started) + 60}s"  # covers both releases
     values = {"version": "1.1", "route": CHECKOUT, "baseline": "1.0", "candidate": "1.1",
-              "__range": window, "__rate_interval": "4s", "datasource": "prometheus"}
+              "__range": window, "__rate_interval": "60s", "datasource": "prometheus"}
     start = now - int(window[:-1])
     checked = 0
     for panel in _panels(_dashboard()):
