@@ -201,8 +201,10 @@ def server_env(server: Server) -> dict[str, str]:
 
 
 def start(server: Server, launcher: str) -> None:
-    shutil.copytree(os.path.join(APPS_DIR, server.app.directory), server.workdir,
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    # The shop package both apps share, then the app's own files (its modules win).
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(os.path.join(APPS_DIR, "shop"), os.path.join(server.workdir, "shop"), ignore=ignore)
+    shutil.copytree(os.path.join(APPS_DIR, server.app.directory), server.workdir, ignore=ignore, dirs_exist_ok=True)
     command = [part.replace("{port}", str(server.port)) for part in server.app.command]
     if server.variant.launcher:
         command = [launcher] + command

@@ -1,4 +1,4 @@
-"""Pricing rules: subtotal, loyalty discount, regional tax (awaited together), a small risk score."""
+"""Pricing rules: subtotal, loyalty discount, regional tax (awaited together in the FastAPI app), a small risk score."""
 
 from __future__ import annotations
 

@@ -1,1 +1,0 @@
-"""The sample shop's domain code: the application's own functions the sensor counts."""
