@@ -16,6 +16,7 @@ from funcsight.analysis.sources import open_source
 from funcsight.cli.output import print_json, render_table
 from funcsight.config import ConfigError
 from funcsight.mcp_server.cli import add_command as add_mcp_command
+from funcsight.report.cli import add_command as add_report_command
 from funcsight.store.db import StoreError
 
 EXIT_USAGE = 2
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--concurrency", type=_positive_int, default=4, help="parallel clients (default 4)")
     demo.set_defaults(run=cmd_demo)
     add_mcp_command(commands)
+    add_report_command(commands)
     return parser
 
 

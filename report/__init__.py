@@ -1,1 +1,118 @@
-"""The self-contained HTML report: routes, per-route breakdowns, the version diff, anomalies, errors."""
+"""The self-contained HTML report: routes, per-route breakdowns, the version diff, anomalies, errors.
+
+``collect(source, baseline, candidate)`` asks the analysis (:mod:`funcsight.analysis`) every question
+the page answers and returns plain results; :func:`funcsight.report.html.render` turns them into one
+HTML page that needs nothing at view time: inline CSS, inline SVG charts (drawn here, in Python, so
+they show without JavaScript), a few lines of inline JavaScript for sorting tables, and a Content
+Security Policy that forbids every network fetch. All application text (function names, routes,
+exception types and messages) is escaped.
+
+Versions compared: ``candidate`` defaults to the latest version (by first seen), ``baseline`` to the
+one seen before the candidate; with a single version the page has no comparison.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+from funcsight.analysis.breakdown import AnalysisError, FunctionRow, RouteRow, check_filters, function_rows, route_rows
+
+MAX_ROUTE_CHARTS = 24  # per-route breakdowns and waterfalls drawn; the tables list everything
+
+
+@dataclass
+class ReportData:
+    source: str
+    generated_at: float
+    versions: list  # VersionInfo, by first seen
+    baseline: str | None
+    candidate: str  # the version the breakdowns show (the latest, when only one was recorded)
+    routes: list[RouteRow]  # every route x version
+    functions: list[FunctionRow]  # the candidate's function x route rows
+    baseline_functions: list[FunctionRow]
+    diff: object | None  # analysis.compare.Diff
+    explanations: list = field(default_factory=list)  # analysis.compare.Explanation, slowest first
+    routes_not_drawn: int = 0
+    anomalies: list = field(default_factory=list)  # analysis.anomalies.Anomaly
+    errors: list[dict] = field(default_factory=list)  # StoreSource.error_records()
+
+
+def choose_versions(versions: list, baseline: str | None, candidate: str | None) -> tuple[str | None, str]:
+    """``(baseline or None, candidate)``: the two latest by first seen unless named."""
+    names = [v.version for v in versions]
+    if not names:
+        raise AnalysisError("nothing recorded yet: run the app under funcsight (or `funcsight demo`) first")
+    for given in (baseline, candidate):
+        if given is not None and given not in names:
+            raise AnalysisError(f"unknown version {given!r}; known versions: {', '.join(names)}")
+    if candidate is None:
+        candidate = names[-1]
+        if candidate == baseline:
+            raise AnalysisError(f"{baseline!r} is the latest version: name a --candidate to compare it with")
+    if baseline is None:
+        position = names.index(candidate)
+        baseline = names[position - 1] if position > 0 else None  # None: nothing recorded before it
+    if baseline == candidate:
+        raise AnalysisError("baseline and candidate are the same version; name two different versions")
+    return baseline, candidate
+
+
+def collect(source, baseline: str | None = None, candidate: str | None = None, label: str = "") -> ReportData:
+    from funcsight.analysis.anomalies import anomalies
+    from funcsight.analysis.compare import diff, explain
+
+    versions = source.versions()
+    baseline, candidate = choose_versions(versions, baseline, candidate)
+    check_filters(source, None, candidate)
+    routes = route_rows(source)
+    data = ReportData(
+        source=label, generated_at=time.time(), versions=versions, baseline=baseline, candidate=candidate,
+        routes=routes, functions=function_rows(source, version=candidate),
+        baseline_functions=function_rows(source, version=baseline) if baseline else [], diff=None,
+    )
+    if baseline is not None:
+        data.diff = diff(source, baseline, candidate)
+        requests = {(r.route, r.version): r.requests for r in routes}
+        both = [r.route for r in routes if r.version == candidate and r.requests and requests.get((r.route, baseline))]
+        explanations = [explain(source, route, baseline, candidate) for route in both]
+        drawn = sorted(explanations, key=lambda e: -abs(e.change_ms))[:MAX_ROUTE_CHARTS]  # the largest changes
+        data.explanations = sorted(drawn, key=lambda e: (-e.change_ms, e.route))  # slowest first
+        data.routes_not_drawn = max(0, len(explanations) - MAX_ROUTE_CHARTS)
+    data.anomalies = anomalies(source)
+    data.errors = source.error_records()
+    return data
+
+
+def write_report(source, path: str, baseline: str | None = None, candidate: str | None = None, label: str = "") -> ReportData:
+    """Collect, render and write the page to ``path`` (atomically: a reader never sees half a page)."""
+    from funcsight.report.html import render
+
+    data = collect(source, baseline, candidate, label)
+    page = render(data)
+    target = os.path.abspath(path)
+    directory = os.path.dirname(target)
+    if os.path.isdir(target):
+        raise AnalysisError(f"{path} is a directory: name the HTML file to write, e.g. {os.path.join(path, 'report.html')}")
+    if not os.path.isdir(directory):
+        raise AnalysisError(f"cannot write {path}: directory {directory} does not exist")
+    try:
+        fd, temporary = tempfile.mkstemp(prefix=".funcsight-report-", suffix=".html", dir=directory)
+    except OSError as err:
+        raise AnalysisError(f"cannot write {path} ({err.strerror or err})") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(page)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # as open() would have created it
+        os.replace(temporary, target)
+    except OSError as err:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise AnalysisError(f"cannot write {path} ({err.strerror or err})") from None
+    return data
