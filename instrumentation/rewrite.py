@@ -423,8 +423,7 @@ class _RewritingLoader(SourceFileLoader):
         except OSError:
             return super().get_code(fullname)
         code = self._rewriter.compile_source(source, self.path, fullname or self.name)
-        # None: a syntax error (the normal loader raises it) or a failed rewrite (runs as written).
-        return code if code is not None else super().get_code(fullname)
+        return code if code is not None else super().get_code(fullname)  # raises the SyntaxError
 
 
 class _Finder:
@@ -480,7 +479,8 @@ class ImportRewriter:
 
     def compile_source(self, source: bytes | str, path: str, module: str) -> CodeType | None:
         """The code of a module with its functions sensed; None when the source does not compile
-        (let Python report it) or the rewrite failed (counted in ``internal_errors``)."""
+        (let Python report it). If the rewrite itself fails (counted in ``internal_errors``), the
+        module runs as written."""
         if module == "__main__":
             module = main_module_name()
         try:
@@ -504,9 +504,9 @@ class ImportRewriter:
                 warnings.simplefilter("ignore", SyntaxWarning)
                 warnings.simplefilter("ignore", DeprecationWarning)
                 return compile(tree, path, "exec", dont_inherit=True)
-        except Exception:  # a bug here must not stop the application: run the module as written
+        except Exception:  # a bug here must not stop the application
             self.core.internal_errors += 1
-            return None
+            return original
 
     def _register(self, codes: dict, path: str, module: str, node: ast.AST, qualname: str) -> _Plan | None:
         """Register a function, its identity taken from its original code; None past the cap."""

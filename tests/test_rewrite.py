@@ -306,7 +306,8 @@ def test_closures_nonlocal_global_docstrings_and_future_annotations_keep_working
     assert [bump(2) for _ in range(3)] == [2, 4, 6]
     assert [m.add_total(5) for _ in range(2)] == [5, 10] and m.TOTAL == 10
     assert m.only_doc() is None
-    assert (m.__doc__, m.counter.__doc__, bump.__doc__, m.only_doc.__doc__) == ("Module doc.", "Counts.", "Bumps.", "Nothing else.")
+    docs = (m.__doc__, m.counter.__doc__, bump.__doc__, m.only_doc.__doc__)
+    assert docs == ("Module doc.", "Counts.", "Bumps.", "Nothing else.")
     assert bump.__annotations__ == {"by": "int", "return": "int"}
     assert env.calls("m_scopes.counter.<locals>.bump") == 3 and env.calls("m_scopes.add_total") == 2
     assert env.calls("m_scopes.only_doc") == 1
@@ -719,3 +720,33 @@ def test_other_finders_are_asked_in_their_order(env):
     assert (layout.f(), other.g()) == (1, 2)
     assert env.calls("layout_mod.f") == 1
     assert type(other.__loader__) is OwnLoader and env.registry.lookup("claimed_mod.g") is None
+
+
+def test_a_failed_rewrite_runs_the_module_as_written(env, monkeypatch):
+    from funcsight.instrumentation import rewrite
+
+    def broken(self, node):
+        raise RuntimeError("bug in the rewriter")
+
+    monkeypatch.setattr(rewrite._Transformer, "visit", broken)
+    m = env.load("m_fallback", "def f():\n    return 1\n")
+    assert m.f() == 1 and "__funcsight_enter__" not in m.f.__code__.co_names
+    assert env.core.internal_errors == 1
+
+
+def test_compile_source_senses_a_script_run_by_a_launcher(env):
+    path = env.write("script.py", """
+        def main():
+            return helper() * 2
+
+        def helper():
+            return 21
+
+        RESULT = main()
+    """)
+    code = env.rewriter.compile_source(path.read_bytes(), str(path), "script")
+    namespace = {"__name__": "__main__"}
+    exec(code, namespace)
+    assert namespace["RESULT"] == 42
+    assert env.calls("script.main") == 1 and env.calls("script.helper") == 1
+    assert env.rewriter.compile_source(b"def broken(:\n", str(path), "script") is None
