@@ -4,10 +4,13 @@ behaviour over time, not from static thresholds.
 Each function x route series is cut into time bins (about 20 over the period, never shorter than
 the export windows). Per bin: mean duration per call, calls per request and error rate. A CUSUM
 finds the most likely change point; Welch's t-test compares the bins before it (the trailing
-baseline) with the bins after it. A finding needs p below ``ALPHA`` / tests made, at least
-``MIN_BINS_BEFORE`` baseline and ``MIN_BINS_AFTER`` recent bins, and a relative increase of at least
-25 %. An exception type that first appears after a baseline in which the function ran often enough
-to have shown it (p of never seeing it by chance below the same bound) is reported as new.
+baseline) with the bins after it, and its p-value is multiplied by the number of split points the
+CUSUM could have chosen (the split was picked because it looked most different). A finding needs
+that p below ``ALPHA`` / every test evaluated, at least ``MIN_BINS_BEFORE`` baseline and
+``MIN_BINS_AFTER`` recent bins, a relative increase of at least 25 % and, for latency and calls,
+an added cost of at least 1 % of the route's mean latency per request (as ``diff``). An exception
+type that first appears after a baseline in which the function ran often enough to have shown it
+(p of never seeing it by chance below the same bound) is reported as new.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass
 
-from funcsight.analysis.compare import ALPHA, MIN_RELATIVE_CHANGE
+from funcsight.analysis.compare import ALPHA, MIN_IMPACT_FRACTION, MIN_RELATIVE_CHANGE
 from funcsight.analysis.stats import cusum_changepoint, welch_greater
 
 MIN_BINS_BEFORE = 3
@@ -88,11 +91,18 @@ def anomalies(source, since_s: float | None = None, version: str | None = None, 
         cells = errors_by_type.setdefault((name, route, ver, exc_type), {})
         cells[bin_of(start)] = cells.get(bin_of(start), 0) + count
 
+    route_mean_ms = {key: agg.total_ns / agg.requests / 1e6 for key, agg in source.route_aggregates(None, version).items() if agg.requests}
     candidates: list[Anomaly] = []
+    tests = 0
     for (name, route, ver), bins in series.items():
         ordered = sorted(b for b, cell in bins.items() if cell[0] > 0)
         if len(ordered) < MIN_BINS_BEFORE + MIN_BINS_AFTER:
             continue
+        calls_per_request = None
+        if all(requests.get((route, ver, b)) for b in ordered):
+            calls_per_request = sum(bins[b][0] for b in ordered) / sum(requests[(route, ver, b)] for b in ordered)
+        mean_ms_per_call = sum(bins[b][2] for b in ordered) / sum(bins[b][0] for b in ordered) / 1e6
+        min_impact_ms = MIN_IMPACT_FRACTION * route_mean_ms.get((route, ver), 0.0)
         metrics = {
             "latency": [bins[b][2] / bins[b][0] / 1e6 for b in ordered],
             "errors": [bins[b][1] / bins[b][0] for b in ordered],
@@ -100,6 +110,7 @@ def anomalies(source, since_s: float | None = None, version: str | None = None, 
         if all(requests.get((route, ver, b)) for b in ordered):
             metrics["calls"] = [bins[b][0] / requests[(route, ver, b)] for b in ordered]
         for kind, values in metrics.items():
+            tests += 1
             found = _shift(values)
             if found is not None:
                 split, p, before, after = found
@@ -107,6 +118,10 @@ def anomalies(source, since_s: float | None = None, version: str | None = None, 
                 big_enough = relative is None or relative >= MIN_RELATIVE_CHANGE
                 if kind == "errors":
                     big_enough = after - before >= 0.01 and big_enough
+                elif kind == "latency" and calls_per_request is not None:
+                    big_enough = big_enough and (after - before) * calls_per_request >= min_impact_ms
+                elif kind == "calls":
+                    big_enough = big_enough and (after - before) * mean_ms_per_call >= min_impact_ms
                 if big_enough:
                     candidates.append(Anomaly(name, route, ver, kind, first + ordered[split] * bin_s, before, after,
                                               None if relative is None else round(relative, 4), p, split, len(ordered) - split, bin_s))
@@ -118,12 +133,13 @@ def anomalies(source, since_s: float | None = None, version: str | None = None, 
             bins_before = sum(1 for b in ordered if b < first_bin)
             if bins_before < MIN_BINS_BEFORE:
                 continue
+            tests += 1
             after_calls = sum(bins[b][0] for b in ordered if b >= first_bin)
             rate = sum(cells.values()) / after_calls if after_calls else 0.0
             p = (1 - rate) ** baseline_calls if rate < 1 else 0.0
             candidates.append(Anomaly(name, route, ver, "new_error_type", first + first_bin * bin_s, 0.0, round(rate, 4), None, p,
                                       bins_before, len(ordered) - bins_before, bin_s, exc_type))
-    threshold = ALPHA / max(1, len(candidates))
+    threshold = ALPHA / max(1, tests)
     found = [a for a in candidates if a.p_value < threshold]
     found.sort(key=lambda a: (a.p_value, a.function))
     return found
@@ -138,4 +154,6 @@ def _shift(values: list[float]):
     mean_before, mean_after = sum(before) / len(before), sum(after) / len(after)
     if mean_after <= mean_before:
         return None
-    return split, welch_greater(before, after), round(mean_before, 6), round(mean_after, 6)
+    splits_possible = len(values) - MIN_BINS_BEFORE - MIN_BINS_AFTER + 1
+    p = min(1.0, welch_greater(before, after) * splits_possible)
+    return split, p, round(mean_before, 6), round(mean_after, 6)

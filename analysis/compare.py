@@ -7,7 +7,8 @@ comparable: calls per request, self time per request, error rate, duration distr
 A change is reported when it is both **significant** and **large enough** (one rule for every app,
 no per-app tuning):
 
-* significance: one-sided p below ``ALPHA`` divided by the number of tests made (Bonferroni), from
+* significance: one-sided p below ``ALPHA`` divided by the number of tests evaluated (Bonferroni:
+  every function x route x test, whether or not its effect was large enough), from
   Mann-Whitney U on the duration histograms (latency), the conditional binomial test on call counts
   per request (calls, new functions, new exception types) and the two-proportion z-test (errors).
   A latency change must also hold across export windows: with at least ``MIN_WINDOWS`` windows on
@@ -152,6 +153,7 @@ def diff(source, baseline: str, candidate: str, route: str | None = None) -> Dif
 
     candidates: list[tuple[str, Finding]] = []  # (what it is, finding) before the significance cut
     removed: list[dict] = []
+    tests = 0  # every test evaluated, passed its effect-size bar or not: the Bonferroni divisor
     for route_name in sorted(set(functions_a) & set(functions_b)):
         requests_a = route_aggs.get((route_name, baseline), RouteAggregate()).requests
         requests_b = route_aggs.get((route_name, candidate), RouteAggregate()).requests
@@ -174,17 +176,19 @@ def diff(source, baseline: str, candidate: str, route: str | None = None) -> Dif
                 )
 
             if a.calls == 0:
+                tests += 1
                 p = rate_increase_p(0, requests_a, b.calls, requests_b)
                 candidates.append(("new_function", finding("new_function", p, None)))
                 continue
             if b.calls == 0:
                 removed.append({"function": key[0], "kind": key[1], "route": route_name, "baseline": asdict(fa)})
                 continue
+            tests += 2 + len(b.errors_by_type) + 1  # latency, calls, each exception type, error rate
             per_window = (windows_a.get(key + (route_name,), []), windows_b.get(key + (route_name,), []))
             _latency_and_calls(candidates, finding, a, b, fa, fb, requests_a, requests_b, drift, min_impact, per_window)
             _errors(candidates, finding, a, b)
 
-    threshold = ALPHA / max(1, len(candidates))
+    threshold = ALPHA / max(1, tests)
     significant = [(what, item) for what, item in candidates if item.p_value < threshold]
     regressions = [item for what, item in significant if what != "improvement"]
     improvements = [item for what, item in significant if what == "improvement"]
@@ -192,7 +196,7 @@ def diff(source, baseline: str, candidate: str, route: str | None = None) -> Dif
     new_functions = [item for item in regressions if item.change == "new_function"]
     regressions.sort(key=lambda f: (-f.impact_ms_per_request, f.p_value))
     improvements.sort(key=lambda f: f.impact_ms_per_request)
-    return Diff(baseline, candidate, route, regressions, improvements, new_errors, new_functions, removed, len(candidates))
+    return Diff(baseline, candidate, route, regressions, improvements, new_errors, new_functions, removed, tests)
 
 
 def _latency_drift(functions_a: dict, functions_b: dict) -> float:
