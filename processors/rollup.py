@@ -34,13 +34,26 @@ _MAX_OPEN_REQUESTS = 100_000
 _MAX_PENDING_SPAN_BATCHES = 1_000
 
 
+# Celery's instrumentation names a task run's CONSUMER span ``run/<task name>`` and sets the task
+# name as an attribute when the run ends (before the span ends): that name is the task's route.
+CELERY_TASK_NAME = "celery.task_name"
+_CELERY_SCOPE = "opentelemetry.instrumentation.celery"
+_CELERY_RUN_PREFIX = "run/"
+
+
 def route_of(span: ReadableSpan) -> str:
     attributes = span.attributes or {}
     route = attributes.get(HTTP_ROUTE)
     if route:
         return str(route)
-    if span.kind is SpanKind.CONSUMER:
-        return span.name  # a task run: the task name is the entry point
+    if span.kind is SpanKind.CONSUMER:  # a task run or a consumed message: the task is the entry point
+        task = attributes.get(CELERY_TASK_NAME)
+        if task:
+            return str(task)
+        scope = span.instrumentation_scope
+        if scope is not None and scope.name == _CELERY_SCOPE and span.name.startswith(_CELERY_RUN_PREFIX):
+            return span.name[len(_CELERY_RUN_PREFIX):] or span.name
+        return span.name
     return UNMATCHED_ROUTE
 
 

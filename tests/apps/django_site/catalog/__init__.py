@@ -1,0 +1,1 @@
+"""The catalog: views and the logic they call."""
