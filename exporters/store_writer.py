@@ -135,7 +135,13 @@ class StoreWriter:
                 write(conn, payload)
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                # SQLite may already have rolled back (a full disk does): a failing ROLLBACK must
+                # not replace the error that says what is wrong.
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
                 raise
         except StoreError as err:
             self._report(str(err))

@@ -252,13 +252,16 @@ typedef struct {
     uint64_t inline_count[INLINE_BUCKETS];
 } Slot;
 
+/* calls.stack_sample, set by csensor.py through set_stack_sampler(): turns an exception into its
+ * stack once per (fid, type) per table (a Python call on that rare path only). */
+static PyObject *stack_sampler = NULL;
+
 typedef struct {
     int32_t fid;
     int32_t next;        /* next error of the same function, -1: none */
     PyObject *type;      /* strong reference to the exception type */
-    PyObject *sample;    /* the first exception object of this (fid, type), or NULL (add_call):
-                          * a strong reference, as the twin's table.samples (its traceback
-                          * becomes the error's forensics stack at merge time) */
+    PyObject *sample;    /* stack_sampler(first exception of this (fid, type)), as the twin's
+                          * table.samples; NULL for add_call or when no sampler is set */
     uint64_t count;
 } ErrorCount;
 
@@ -389,7 +392,14 @@ error_add(CallTable *t, Slot *s, PyObject *exc_type, PyObject *exc)
     e->fid = s->fid;
     e->next = s->first_error;
     e->type = Py_NewRef(exc_type);
-    e->sample = Py_XNewRef(exc);
+    e->sample = NULL;
+    if (exc != NULL && stack_sampler != NULL) {
+        /* Once per (fid, type) per table: the stack as (code, line) pairs, never the exception
+         * itself (its traceback would keep the app's frames and locals alive). */
+        e->sample = PyObject_CallOneArg(stack_sampler, exc);
+        if (e->sample == NULL)
+            PyErr_Clear();
+    }
     e->count = 1;
     s->first_error = t->n_errs++;
     return 0;
@@ -576,7 +586,7 @@ table_get_errors(CallTable *t, void *closure)
     return out;
 }
 
-/* samples: {(fid, exception type): first exception object}, a fresh dict. */
+/* samples: {(fid, exception type): stack sample of the first exception}, a fresh dict. */
 static PyObject *
 table_get_samples(CallTable *t, void *closure)
 {
@@ -678,7 +688,7 @@ static PyGetSetDef table_getset[] = {
     {"spans", (getter)table_get_spans, (setter)table_set_spans, "[(fid, start_ns, end_ns, exc_type or None)]", NULL},
     {"stats", (getter)table_get_stats, NULL, "{fid: [calls, errors, total_ns, self_ns, {bucket: count}]} (fresh dict)", NULL},
     {"errors", (getter)table_get_errors, NULL, "{(fid, exception type): count} (fresh dict)", NULL},
-    {"samples", (getter)table_get_samples, NULL, "{(fid, exception type): first exception} (fresh dict)", NULL},
+    {"samples", (getter)table_get_samples, NULL, "{(fid, exception type): stack sample of the first exception} (fresh dict)", NULL},
     {NULL},
 };
 
@@ -969,6 +979,9 @@ finish(Core *core, Entry *caller, const Entry *e, int64_t now, PyObject *exc, Py
     if (caller != NULL)
         caller->child += credit;
     record(core, e->fid, e->start, now, duration, self_ns > 0 ? self_ns : 0, exc, table);
+    if (UNLIKELY(exc != NULL && caller != NULL))
+        caller->child += now_ns() - now; /* the stack sample taken for an error is the sensor's
+                                          * time, not the catching caller's */
 }
 
 /* An active segment of `e` ends (yield/suspend; `e` is already off the stack): `caller` is
@@ -2027,7 +2040,15 @@ mod_floor2(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     return Py_NewRef(nargs > 1 ? args[1] : Py_None);
 }
 
+static PyObject *
+mod_set_stack_sampler(PyObject *self, PyObject *sampler)
+{
+    Py_XSETREF(stack_sampler, sampler == Py_None ? NULL : Py_NewRef(sampler));
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"set_stack_sampler", mod_set_stack_sampler, METH_O, "set_stack_sampler(fn): fn(exception) -> stack sample kept per (fid, type)"},
     {"_floor", (PyCFunction)(void (*)(void))mod_floor, METH_FASTCALL, "count + clock_gettime (bench yardstick)"},
     {"_floor2", (PyCFunction)(void (*)(void))mod_floor2, METH_FASTCALL, "count + clock_gettime, returns args[1]"},
     {"bucket_of", mod_bucket_of, METH_O, "bucket_of(duration_ns): calls.bucket_of, in C"},

@@ -24,7 +24,7 @@ import threading
 from time import perf_counter_ns
 from types import CodeType
 
-from funcsight.instrumentation.calls import CallTable, current_request
+from funcsight.instrumentation.calls import CallTable, current_request, stack_sample
 from funcsight.instrumentation.registry import (
     CO_ASYNC_GENERATOR,
     CO_COROUTINE,
@@ -58,9 +58,10 @@ class Sink:
 
     table_type = CallTable
 
-    def __init__(self, slow_ns: int = 50_000_000):
+    def __init__(self, slow_ns: int = 50_000_000, sample_error=stack_sample):
         self.background = self.new_table()
         self.slow_ns = slow_ns
+        self.sample_error = sample_error  # exception -> (stack, message): once per function x type
 
     def new_table(self, span_budget: int = 0, trace_id: int = 0, root=None):
         return self.table_type(span_budget, trace_id, root)
@@ -151,7 +152,7 @@ class PythonSensor:
                 count = errors.get(key)
                 if count is None:
                     errors[key] = 1
-                    table.samples[key] = exc
+                    table.samples[key] = sink.sample_error(exc)
                 else:
                     errors[key] = count + 1
             if table.span_budget > 0 and (exc is not None or duration >= sink.slow_ns):
@@ -174,6 +175,8 @@ class PythonSensor:
             if stack:
                 stack[-1][2] += credit
             record(fid, start, now, duration, self_ns if self_ns > 0 else 0, exc, table)
+            if exc is not None and stack:
+                stack[-1][2] += clock() - now  # an error's stack sample is the sensor's time, not the caller's
 
         def enter(fid):
             now = clock()

@@ -1,7 +1,7 @@
 """What the sensor produces: call tables, one per request plus one for background work.
 
 A call table maps a function id to ``[calls, errors, total_ns, self_ns, {bucket: count}]`` and
-``(function id, exception type)`` to a count and to the first exception object seen. The sensor writes into the table of the request the
+``(function id, exception type)`` to a count and to the stack of the first exception seen. The sensor writes into the table of the request the
 call ran in (found through a context variable, so threads and asyncio tasks never mix); the rollup
 processor folds a request's table into its window once the request's route is known.
 
@@ -23,9 +23,8 @@ class CallTable:
     def __init__(self, span_budget: int = 0, trace_id: int = 0, root=None):
         self.stats: dict[int, list] = {}
         self.errors: dict[tuple[int, type], int] = {}
-        # The first exception object per (function id, type): its traceback becomes the stack of
-        # the error's forensics record when the table is folded in (names, files, lines only).
-        self.samples: dict[tuple[int, type], BaseException] = {}
+        # Per (function id, type), the stack of the first exception (see stack_sample).
+        self.samples: dict[tuple[int, type], tuple] = {}
         self.open = True
         # (function id, start ns, end ns, exception type or None): invocations worth a span.
         self.spans: list[tuple] = []
@@ -50,6 +49,34 @@ class CallTable:
 
 
 current_request: ContextVar[CallTable | None] = ContextVar("funcsight_request", default=None)
+
+
+MAX_STACK_FRAMES = 30
+
+
+def stack_sample(exc: BaseException) -> tuple:
+    """``(((code, line), ...), None)``: the stack, outermost first (the callers of the function
+    the exception is leaving, then down to the raise point), and no message. Code objects and line
+    numbers only: keeping the exception would keep its frames, and so the application's locals,
+    alive. ``FUNCSIGHT_CAPTURE_MESSAGES`` swaps in a sampler that also keeps the message."""
+    return frames_of(exc), None
+
+
+def frames_of(exc: BaseException) -> tuple:
+    tb = exc.__traceback__
+    if tb is None:
+        return ()
+    inner = []
+    while tb is not None and len(inner) < MAX_STACK_FRAMES:
+        inner.append((tb.tb_frame.f_code, tb.tb_lineno))
+        tb = tb.tb_next
+    outer = []
+    frame = exc.__traceback__.tb_frame.f_back
+    while frame is not None and len(outer) + len(inner) < MAX_STACK_FRAMES:
+        outer.append((frame.f_code, frame.f_lineno))
+        frame = frame.f_back
+    outer.reverse()
+    return tuple(outer + inner)
 
 
 def bucket_of(duration_ns: int) -> int:

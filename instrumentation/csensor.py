@@ -49,6 +49,7 @@ class CSensor(PythonSensor):
         # Before PythonSensor.__init__: it sets internal_errors (a property over the core here).
         self._core = _csensor.Core(self.classify, current_request, int(sink.slow_ns))
         super().__init__(registry, selector, sink)
+        _csensor.set_stack_sampler(sink.sample_error)
         _bind_sink(sink, self._core)  # last: nothing can fail after the sink is switched to C
 
     # ------------------------------------------------------------ classification (Python, cold)

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -20,6 +21,7 @@ from funcsight import __version__, names
 from funcsight.config import Config
 from funcsight.deployment import SOURCE_RESOURCE, detect_version
 from funcsight.instrumentation._pysensor import Sink
+from funcsight.instrumentation.calls import frames_of, stack_sample
 from funcsight.instrumentation.registry import FunctionRegistry
 from funcsight.instrumentation.selection import CodeSelector
 from funcsight.instrumentation.sensor import make_sensor
@@ -70,6 +72,7 @@ def _start(**kwargs: Any) -> Running:
     # Late imports: the OpenTelemetry SDK parts load only when funcsight is actually enabled.
     from funcsight.exporters.pipeline import ExportPipeline
     from funcsight.exporters.store_writer import ProcessIdentity, StoreSpanExporter, StoreWriter
+    from funcsight.exporters.wiring import FAILURES as DELIVERY_FAILURES
     from funcsight.exporters.wiring import ensure_meter_provider, ensure_tracer_provider, store_enabled
     from funcsight.processors.metrics import MetricsBridge
     from funcsight.processors.rollup import RollupSpanProcessor
@@ -78,7 +81,7 @@ def _start(**kwargs: Any) -> Running:
     config = Config.from_env(**{key: value for key, value in kwargs.items() if key in _CONFIG_KEYS})
     registry = FunctionRegistry(config.max_functions)
     selector = CodeSelector(config)
-    sink = Sink(slow_ns=int(config.slow_call_ms * 1_000_000))
+    sink = Sink(slow_ns=int(config.slow_call_ms * 1_000_000), sample_error=_error_sampler(config))
 
     env_resource = Resource.create().attributes
     version, version_source = detect_version(env_resource.get(names.SERVICE_VERSION), selector.app_dir)
@@ -93,7 +96,7 @@ def _start(**kwargs: Any) -> Running:
     if version_source != SOURCE_RESOURCE and resource.get(names.SERVICE_VERSION) and not own_tracer:
         version, version_source = str(resource[names.SERVICE_VERSION]), SOURCE_RESOURCE
 
-    windows = WindowAggregator(config.max_series, config.max_routes, _message_capture(config))
+    windows = WindowAggregator(config.max_series, config.max_routes)
     processor = RollupSpanProcessor(windows, registry, sink, config.spans_per_trace)
     consumers = []
     writer = None
@@ -102,7 +105,11 @@ def _start(**kwargs: Any) -> Running:
         writer = StoreWriter(config.db_path, registry, identity)
         consumers.append(writer.write_window)
     if meter_provider is not None:
-        consumers.append(MetricsBridge(meter_provider.get_meter(names.SCOPE, __version__), registry, version).consume)
+        bridge = MetricsBridge(meter_provider.get_meter(names.SCOPE, __version__), registry, version)
+        consumers.append(bridge.consume)
+        # Spans the exporters funcsight built could not deliver count as funcsight.dropped.
+        DELIVERY_FAILURES.counter = bridge.dropped
+        DELIVERY_FAILURES.report()
     tracer = None
     if tracer_provider is not None:
         tracer_provider.add_span_processor(processor)
@@ -124,10 +131,11 @@ def _start(**kwargs: Any) -> Running:
     return running
 
 
-def _message_capture(config: Config):
-    """What to keep of an exception's message: nothing unless the user opted in."""
+def _error_sampler(config: Config):
+    """What is kept of an exception, once per function x type per request: its stack (names,
+    files, lines) and, only if the user opted in, its message through the redaction hook."""
     if not config.capture_messages:
-        return None
+        return stack_sample
     redact = None
     if config.redact:
         import importlib
@@ -139,13 +147,17 @@ def _message_capture(config: Config):
                 redact = getattr(redact, part)
         except Exception as err:
             _log.warning("funcsight: FUNCSIGHT_REDACT=%s cannot be loaded (%s); exception messages are not kept", config.redact, err)
-            return None
+            return stack_sample
 
-    def message_of(exc: BaseException) -> str:
-        text = str(exc)[:1000]
-        return str(redact(text)) if redact is not None else text
+    def sample_with_message(exc: BaseException) -> tuple:
+        try:
+            text = str(exc)[:1000]
+            message = str(redact(text)) if redact is not None else text
+        except Exception:
+            message = "(the message or the redaction hook failed)"
+        return frames_of(exc), message
 
-    return message_of
+    return sample_with_message
 
 
 def _stop(running: Running) -> None:
@@ -155,22 +167,34 @@ def _stop(running: Running) -> None:
         _log.exception("funcsight: stopping the sensor failed")
     running.processor.enabled = False
     running.pipeline.shutdown()
-    for provider in (running.tracer_provider, running.meter_provider):
-        if provider is not None:
-            try:
-                provider.force_flush()
-            except Exception:
-                pass
+    _finish_providers(running, shutdown=False)
+
+
+def _finish_providers(running: Running, shutdown: bool) -> None:
+    """Flush (uninstrument) or shut down (exit) the providers funcsight built, bounded in time: a
+    backend that is down or stalled must not hold the application."""
+    try:
+        from funcsight.exporters.wiring import flush_within, shutdown_within
+
+        if shutdown:
+            shutdown_within(running.tracer_provider, running.meter_provider)
+        else:
+            flush_within((running.tracer_provider, running.meter_provider))
+    except Exception:
+        pass
 
 
 def _install_exit_hooks(running: Running) -> None:
     def flush_at_exit() -> None:
         if FuncsightInstrumentor.running is running:
             running.pipeline.shutdown()
+        # Built with shutdown_on_exit=False: their last export happens here, after the last window
+        # reached them, and never holds the exit longer than wiring.EXIT_BUDGET_S.
+        _finish_providers(running, shutdown=True)
 
     atexit.register(flush_at_exit)
-    # SIGTERM's default action ends the process without atexit; turn it into a normal exit (the
-    # status a killed process would report) so the last window is flushed. An application that
+    # SIGTERM's default action ends the process without atexit: flush the last window first, then
+    # end the process by that same default action (see _exit_on_sigterm). An application that
     # handles SIGTERM itself keeps its handler.
     if threading.current_thread() is threading.main_thread():
         try:
@@ -182,8 +206,55 @@ def _install_exit_hooks(running: Running) -> None:
         os.register_at_fork(after_in_child=lambda: _after_fork(running))
 
 
+SIGTERM_FLUSH_BUDGET_S = 10.0  # the longest SIGTERM waits for the last window (store and exporters)
+
+
 def _exit_on_sigterm(signum, frame) -> None:
-    raise SystemExit(128 + signum)
+    """Flush this process's last window, then die by SIGTERM's default action, exactly as without
+    funcsight (status -15; the application's own handlers never see an exception it did not ask
+    for). Raising SystemExit instead can be swallowed (by an ``except BaseException``, or inside an
+    at-fork hook such as the OpenTelemetry SDK's): the process would then ignore SIGTERM, and a
+    ``multiprocessing`` pool terminating its workers would wait for them forever."""
+    running = FuncsightInstrumentor.running
+    try:
+        if running is not None and not getattr(running.pipeline, "_shut_down", False):
+            _bounded(lambda: _flush_for_exit(running), SIGTERM_FLUSH_BUDGET_S)
+        elif running is not None:  # already exiting: let that finish; a second SIGTERM ends it
+            signal.signal(signum, signal.SIG_DFL)
+            return
+    except Exception:
+        pass
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def _flush_for_exit(running: Running) -> None:
+    running.pipeline.shutdown()
+    _finish_providers(running, shutdown=True)
+
+
+def _bounded(work, timeout_s: float) -> None:
+    """Run ``work`` on its own thread and wait at most ``timeout_s``: a signal handler interrupts
+    the main thread wherever it is, possibly holding a lock the work needs."""
+    try:
+        worker = threading.Thread(target=work, name="funcsight-sigterm", daemon=True)
+        worker.start()
+    except RuntimeError:  # the interpreter is finalizing
+        return
+    worker.join(timeout_s)
+
+
+def _flush_forked_child_at_exit(running: Running) -> None:
+    """In a ``multiprocessing`` child (after its own after-fork bookkeeping): flush when the child
+    ends. Such a child ends with ``os._exit()``, which skips atexit, after running
+    ``multiprocessing``'s finalizers; without this its calls would be lost."""
+    import multiprocessing.util
+
+    def flush() -> None:
+        if FuncsightInstrumentor.running is running:
+            _flush_for_exit(running)
+
+    multiprocessing.util.Finalize(None, flush, exitpriority=0)
 
 
 def _after_fork(running: Running) -> None:
@@ -198,6 +269,12 @@ def _after_fork(running: Running) -> None:
             identity = replace(running.writer.process, pid=os.getpid(), instance_id=str(uuid.uuid4()), started_at=time.time())
             running.writer.reset_after_fork(identity)
         running.pipeline.restart_after_fork()
+        # A thread of the parent may have been registering a function at the fork: its lock was
+        # copied held, and the child's first new function would wait for it forever.
+        running.registry._lock = threading.Lock()
+        mp_util = sys.modules.get("multiprocessing.util")
+        if mp_util is not None:  # runs in the child's Process._bootstrap, after its finalizers reset
+            mp_util.register_after_fork(running, _flush_forked_child_at_exit)
     except Exception:
         _log.exception("funcsight: resetting after fork failed")
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-import traceback
 from dataclasses import dataclass, field
-from typing import Callable
 
 from funcsight.instrumentation.calls import CallTable, bucket_of, merge_stats, new_stats
 from funcsight.names import BACKGROUND_ROUTE, OVERFLOW_ROUTE
@@ -43,12 +41,9 @@ class ErrorSample:
     seen_at: float
 
 
-MAX_STACK_FRAMES = 30
-
-
-def stack_of(exc: BaseException) -> list:
-    frames = traceback.StackSummary.extract(traceback.walk_tb(exc.__traceback__), limit=MAX_STACK_FRAMES, lookup_lines=False)
-    return [[frame.name, frame.filename, frame.lineno] for frame in frames]
+def stack_of(frames: tuple) -> list:
+    """``[[qualified name, file, line], ...]`` from a sensor's stack sample."""
+    return [[code.co_qualname, code.co_filename, line] for code, line in frames]
 
 
 def exception_name(exc_type: type) -> str:
@@ -58,10 +53,9 @@ def exception_name(exc_type: type) -> str:
 
 
 class WindowAggregator:
-    def __init__(self, max_series: int = 20_000, max_routes: int = 500, message_of: Callable | None = None):
+    def __init__(self, max_series: int = 20_000, max_routes: int = 500):
         self.max_series = max_series
         self.max_routes = max_routes
-        self.message_of = message_of  # exception -> text to keep, or None (the default: no messages)
         self._lock = threading.Lock()
         self._window = Window(start=time.time(), end=0.0)
 
@@ -104,21 +98,16 @@ class WindowAggregator:
             key = (fid, route, exception_name(exc_type))
             errors[key] = errors.get(key, 0) + count
         samples = window.samples
-        for (fid, exc_type), exc in getattr(table, "samples", {}).items():
+        for (fid, exc_type), sample in table.samples.items():
             key = (fid, route, exception_name(exc_type))
             if key not in samples:
-                samples[key] = self._sample(exc, table)
+                samples[key] = self._sample(sample, table)
 
-    def _sample(self, exc: BaseException, table: CallTable) -> ErrorSample:
+    def _sample(self, sample: tuple, table: CallTable) -> ErrorSample:
+        frames, message = sample
         root = table.root
-        message = None
-        if self.message_of is not None:
-            try:
-                message = self.message_of(exc)
-            except Exception:
-                message = "(redaction hook failed)"
         return ErrorSample(
-            stack=stack_of(exc),
+            stack=stack_of(frames),
             message=message,
             trace_id=format(root.trace_id, "032x") if root is not None else None,
             span_id=format(root.span_id, "016x") if root is not None else None,

@@ -75,6 +75,8 @@ def _closed_on_error(conn: sqlite3.Connection, path: str):
         conn.close()
         if isinstance(err, sqlite3.DatabaseError):
             raise _explain(err, path) from None
+        if isinstance(err, UnicodeDecodeError):  # damaged bytes where SQLite keeps text (its schema)
+            raise StoreError(f"store {path} is corrupt (unreadable text in it): move it aside; a new store will be created") from None
         raise
 
 

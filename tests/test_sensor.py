@@ -17,6 +17,7 @@ import logging
 import os
 import random
 import sys
+import types
 import threading
 import time
 
@@ -259,11 +260,15 @@ def test_calls_and_errors_are_exact(h):
     assert h.errors("boom") == {ValueError: 2, KeyError: 1}
     assert h.errors("propagate") == {ValueError: 1}
     assert h.errors("catch") == {}  # it caught the error
-    samples = h.sink.background.samples  # the first exception object per (function, type)
-    first = samples[(h.fid("boom"), ValueError)]
-    assert type(first) is ValueError and str(first) == "boom" and first.__traceback__ is not None
-    assert type(samples[(h.fid("boom"), KeyError)]) is KeyError
-    assert samples[(h.fid("propagate"), ValueError)] is first
+    samples = h.sink.background.samples  # the stack of the first exception per (function, type)
+    frames, message = samples[(h.fid("boom"), ValueError)]
+    assert message is None  # messages are opt-in
+    assert all(isinstance(code, types.CodeType) and isinstance(line, int) for code, line in frames)
+    assert (frames[-1][0].co_qualname, frames[-1][1]) == ("boom", m.boom.__code__.co_firstlineno + 2)  # the raise
+    key_frames, _ = samples[(h.fid("boom"), KeyError)]
+    assert (key_frames[-1][0].co_qualname, key_frames[-1][1]) == ("boom", m.boom.__code__.co_firstlineno + 3)
+    propagate_frames, _ = samples[(h.fid("propagate"), ValueError)]
+    assert [code.co_qualname for code, _ in propagate_frames[-2:]] == ["propagate", "boom"]
     assert h.calls("catch") == 1 and h.stats("catch")[1] == 0
     leaf = h.stats("leaf")
     assert sum(leaf[4].values()) == 50
