@@ -23,6 +23,7 @@ from funcsight.store.db import StoreError, open_for_writing
 
 _log = logging.getLogger("funcsight")
 MAX_PENDING_WINDOWS = 360
+BUSY_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,17 @@ class StoreWriter:
     def close(self) -> None:
         with self._lock:
             self._close()
+
+    def before_fork(self) -> None:
+        """Let a write in progress finish and close the connection: a child must not inherit
+        SQLite's in-process lock state (it would wait on it forever)."""
+        self._held_for_fork = self._lock.acquire(timeout=2 * BUSY_TIMEOUT_S)
+        self._close()
+
+    def after_fork_in_parent(self) -> None:
+        if getattr(self, "_held_for_fork", False):
+            self._held_for_fork = False
+            self._lock.release()
 
     def reset_after_fork(self, process: ProcessIdentity) -> None:
         """The child must not use the parent's connection, nor write as the parent."""

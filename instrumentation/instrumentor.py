@@ -64,6 +64,8 @@ class FuncsightInstrumentor(BaseInstrumentor):
 
     def _uninstrument(self, **kwargs: Any) -> None:
         running, FuncsightInstrumentor.running = FuncsightInstrumentor.running, None
+        if signal.signal is _signal_keeping_the_flush:
+            signal.signal = _ORIGINAL_SIGNAL
         if running is not None:
             _stop(running)
 
@@ -199,14 +201,27 @@ def _install_exit_hooks(running: Running) -> None:
     if threading.current_thread() is threading.main_thread():
         try:
             if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
-                signal.signal(signal.SIGTERM, _exit_on_sigterm)
+                _ORIGINAL_SIGNAL(signal.SIGTERM, _exit_on_sigterm)
         except (ValueError, OSError):
             pass
+    # Servers that put SIGTERM back to its default action in their workers (gunicorn's uvicorn
+    # worker does, then re-raises SIGTERM to die by it) would skip the flush: setting SIGTERM to the
+    # default installs the flushing equivalent instead, which still ends the process by the signal.
+    signal.signal = _signal_keeping_the_flush
     if hasattr(os, "register_at_fork"):
+        if running.writer is not None:
+            os.register_at_fork(before=running.writer.before_fork, after_in_parent=running.writer.after_fork_in_parent)
         os.register_at_fork(after_in_child=lambda: _after_fork(running))
 
 
 SIGTERM_FLUSH_BUDGET_S = 10.0  # the longest SIGTERM waits for the last window (store and exporters)
+_ORIGINAL_SIGNAL = signal.signal
+
+
+def _signal_keeping_the_flush(signalnum, handler):
+    if signalnum == signal.SIGTERM and handler == signal.SIG_DFL and FuncsightInstrumentor.running is not None:
+        handler = _exit_on_sigterm
+    return _ORIGINAL_SIGNAL(signalnum, handler)
 
 
 def _exit_on_sigterm(signum, frame) -> None:
@@ -220,11 +235,11 @@ def _exit_on_sigterm(signum, frame) -> None:
         if running is not None and not getattr(running.pipeline, "_shut_down", False):
             _bounded(lambda: _flush_for_exit(running), SIGTERM_FLUSH_BUDGET_S)
         elif running is not None:  # already exiting: let that finish; a second SIGTERM ends it
-            signal.signal(signum, signal.SIG_DFL)
+            _ORIGINAL_SIGNAL(signum, signal.SIG_DFL)
             return
     except Exception:
         pass
-    signal.signal(signum, signal.SIG_DFL)
+    _ORIGINAL_SIGNAL(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
 
 
@@ -257,6 +272,21 @@ def _flush_forked_child_at_exit(running: Running) -> None:
     multiprocessing.util.Finalize(None, flush, exitpriority=0)
 
 
+def _flush_celery_child_at_exit(running: Running) -> None:
+    """Celery's prefork children (billiard) end with ``os._exit()`` after sending
+    ``worker_process_shutdown``: flush there, or a child's last window is lost."""
+    try:
+        from celery.signals import worker_process_shutdown
+    except Exception:
+        return
+
+    def flush(**_kwargs) -> None:
+        if FuncsightInstrumentor.running is running:
+            _flush_for_exit(running)
+
+    worker_process_shutdown.connect(flush, weak=False)
+
+
 def _after_fork(running: Running) -> None:
     """A forked child starts from empty aggregates, under its own process identity."""
     try:
@@ -275,6 +305,8 @@ def _after_fork(running: Running) -> None:
         mp_util = sys.modules.get("multiprocessing.util")
         if mp_util is not None:  # runs in the child's Process._bootstrap, after its finalizers reset
             mp_util.register_after_fork(running, _flush_forked_child_at_exit)
+        if "celery" in sys.modules:
+            _flush_celery_child_at_exit(running)
     except Exception:
         _log.exception("funcsight: resetting after fork failed")
 

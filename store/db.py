@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from contextlib import contextmanager
 
 from funcsight.store.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
@@ -40,10 +41,22 @@ def open_for_writing(path: str) -> sqlite3.Connection:
     with _closed_on_error(conn, path):
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         _check_identity(conn, path, allow_empty=True)
-        conn.execute("PRAGMA journal_mode=WAL")
+        _retry_while_locked(lambda: conn.execute("PRAGMA journal_mode=WAL"))
         conn.execute("PRAGMA synchronous=NORMAL")
         _migrate(conn)
     return conn
+
+
+def _retry_while_locked(statement, attempts: int = 100, pause_s: float = 0.05):
+    """Switching to WAL answers "database is locked" at once, without the busy handler, while
+    another process creates the same store: wait for it instead of failing."""
+    for attempt in range(attempts):
+        try:
+            return statement()
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or attempt == attempts - 1:
+                raise
+            time.sleep(pause_s)
 
 
 def open_for_reading(path: str) -> sqlite3.Connection:
@@ -81,15 +94,18 @@ def _closed_on_error(conn: sqlite3.Connection, path: str):
 
 
 def _check_identity(conn: sqlite3.Connection, path: str, allow_empty: bool) -> None:
-    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-    tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    # One statement, so one snapshot: read apart, another process's migration could land between
+    # the two reads and make a funcsight store look foreign.
+    app_id, version, tables = conn.execute(
+        "SELECT (SELECT application_id FROM pragma_application_id),"
+        " (SELECT user_version FROM pragma_user_version), (SELECT count(*) FROM sqlite_master)"
+    ).fetchone()
     if app_id == 0 and tables == 0:
         if allow_empty:
             return
         raise StoreError(f"store {path} is empty: no funcsight data was written to it yet")
     if app_id != APPLICATION_ID:
         raise StoreError(f"{path} is an SQLite file of another application, not a funcsight store: pass another --db / FUNCSIGHT_DB")
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise StoreError(
             f"store {path} has schema {version}, newer than this funcsight's {SCHEMA_VERSION}: upgrade funcsight"

@@ -7,9 +7,9 @@ the store holds (read back with the ``funcsight`` command) with exact counts.
 
 Most runs use an export interval far longer than the test (``FUNCSIGHT_EXPORT_INTERVAL=3600``), so
 nothing is written before the processes exit: every count must come through the flush each
-process does on its way out. That makes the checks independent of timing; where a server's child
-processes exit without that flush, the test says so (strict xfail) and a twin test shows the
-counts with periodic flushing.
+process does on its way out (including gunicorn's uvicorn workers, which die by a re-raised
+SIGTERM, and Celery's prefork children, which end with os._exit()). That makes the checks
+independent of timing; a twin test of each shows the counts with periodic flushing.
 
 Run with ``-s`` to see the pre-fork figures (requests sent, per-worker counts, sum).
 """
@@ -291,13 +291,6 @@ def test_celery_route_is_the_task_name():
     assert route_of(span("GET", kind=SpanKind.SERVER)) == UNMATCHED
 
 
-CELERY_PREFORK_EXIT_XFAIL = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="billiard pool children end with os._exit() after Celery's worker_process_shutdown signal: "
-    "funcsight's exit flush (atexit) never runs there, so each child's last window is lost "
-    "(instrumentation/instrumentor.py, see the report)",
-)
 
 
 @pytest.mark.parametrize(
@@ -306,7 +299,7 @@ CELERY_PREFORK_EXIT_XFAIL = pytest.mark.xfail(
         pytest.param("solo", "instrumented", EXIT_FLUSH_ONLY, id="solo-traced-producer"),
         pytest.param("solo", "plain", EXIT_FLUSH_ONLY, id="solo-plain-producer"),
         pytest.param("prefork", "instrumented", PERIODIC, id="prefork-periodic"),
-        pytest.param("prefork", "instrumented", EXIT_FLUSH_ONLY, id="prefork-exit-flush", marks=CELERY_PREFORK_EXIT_XFAIL),
+        pytest.param("prefork", "instrumented", EXIT_FLUSH_ONLY, id="prefork-exit-flush"),
     ],
 )
 def test_celery_task_runs_are_entry_points(launch, tmp_path, instrument_launcher, pool, producer, interval):
@@ -371,13 +364,6 @@ SERVERS = {
     "uvicorn": (UVICORN_WORKER, 2, "forkapp.asgi:app", "/work/{n}", "forkapp.asgi.work"),
 }
 
-UVICORN_EXIT_XFAIL = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="uvicorn_worker.UvicornWorker resets SIGTERM to SIG_DFL in the worker and uvicorn re-raises "
-    "the captured SIGTERM after its shutdown: the worker dies by the signal, funcsight's exit flush "
-    "never runs and the worker's last window is lost (instrumentation/instrumentor.py, see the report)",
-)
 
 
 def gunicorn_quiet() -> list[str]:
@@ -425,8 +411,8 @@ def report(title: str, sent: int, served: Counter, recorded: dict[int, int], mas
         pytest.param("sync", True, EXIT_FLUSH_ONLY, id="sync-4-preload"),
         pytest.param("uvicorn", False, PERIODIC, id="uvicorn-2-periodic"),
         pytest.param("uvicorn", True, PERIODIC, id="uvicorn-2-preload-periodic"),
-        pytest.param("uvicorn", False, EXIT_FLUSH_ONLY, id="uvicorn-2-exit-flush", marks=UVICORN_EXIT_XFAIL),
-        pytest.param("uvicorn", True, EXIT_FLUSH_ONLY, id="uvicorn-2-preload-exit-flush", marks=UVICORN_EXIT_XFAIL),
+        pytest.param("uvicorn", False, EXIT_FLUSH_ONLY, id="uvicorn-2-exit-flush"),
+        pytest.param("uvicorn", True, EXIT_FLUSH_ONLY, id="uvicorn-2-preload-exit-flush"),
     ],
 )
 def test_gunicorn_workers_add_up(launch, tmp_path, server, preload, interval):
@@ -562,16 +548,7 @@ def test_outbound_calls_appear_beside_functions(launch, tmp_path):
     assert route_requests(db) == {route: n}
 
 
-FORK_DURING_WRITE_XFAIL = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a child forked while the parent's export thread is inside a store transaction inherits "
-    "SQLite's in-process lock state: every write of the child fails with 'database is locked' for "
-    "the rest of its life (exporters/store_writer.py + instrumentation/instrumentor.py, see the report)",
-)
 
-
-@FORK_DURING_WRITE_XFAIL
 def test_fork_during_a_store_write(instrument_launcher, tmp_path):
     """The race behind gunicorn --preload: the master writes its import-time window while it forks."""
     db = tmp_path / "funcsight.db"
@@ -637,18 +614,7 @@ def test_gunicorn_workers_export_metrics_under_their_own_instance(launch, rotel)
     assert sorted(latest.values()) == sorted(served.values())
 
 
-STORE_RACE_XFAIL = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="store/db.py open_for_writing: processes creating the store at once fail with a false "
-    "'SQLite file of another application' (application_id and the table count are read in two "
-    "statements while another process migrates) or 'database is locked' (PRAGMA journal_mode=WAL "
-    "gets SQLITE_BUSY without the busy handler); at exit nothing retries, so that worker's last "
-    "window is lost (see the report)",
-)
 
-
-@STORE_RACE_XFAIL
 def test_store_created_by_many_processes_at_once(tmp_path):
     """Eight processes open a store that does not exist yet, at once, up to 100 times."""
     script = APPS_DIR / FORK_APP / "store_race.py"
