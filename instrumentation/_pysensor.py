@@ -231,24 +231,23 @@ class PythonSensor:
             now = clock()
             stack_of().append([fid, now, 0, now, 0, None])
 
+        def final_exit(fid, exc):
+            now = clock()
+            stack = stack_of()
+            if stack and stack[-1][0] == fid:
+                finish(stack.pop(), stack, now, exc)
+
         def on_return(code, offset, retval):
             fid = ids_get(id(code))
             if fid is None:
                 return DISABLE
-            now = clock()
-            stack = stack_of()
-            if stack and stack[-1][0] == fid:
-                finish(stack.pop(), stack, now, None)
+            final_exit(fid, None)
 
         def on_unwind(code, offset, exc):
             # PY_UNWIND cannot be disabled; returning DISABLE here would raise in the app.
             fid = ids_get(id(code))
-            if fid is None:
-                return
-            now = clock()
-            stack = stack_of()
-            if stack and stack[-1][0] == fid:
-                finish(stack.pop(), stack, now, None if type(exc) is GeneratorExit else exc)
+            if fid is not None:
+                final_exit(fid, None if type(exc) is GeneratorExit else exc)
 
         def on_yield(code, offset, retval):
             fid = ids_get(id(code))
