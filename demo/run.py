@@ -81,7 +81,7 @@ def _run_release(app_dir: str, version: str, db_path: str, requests: int, concur
     env = dict(os.environ)
     env.update(
         FUNCSIGHT_DB=db_path,
-        FUNCSIGHT_EXPORT_INTERVAL="1",
+        FUNCSIGHT_EXPORT_INTERVAL="0.5",  # several windows per release: diff checks changes across them
         OTEL_SERVICE_NAME="shop",
         OTEL_RESOURCE_ATTRIBUTES=f"service.version={version}",
         # The demo is the embedded default: nothing leaves the machine.
