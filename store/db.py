@@ -131,7 +131,10 @@ def _migrate(conn: sqlite3.Connection) -> None:
 
 
 def _explain(err: sqlite3.DatabaseError, path: str) -> StoreError:
-    text = str(err)
+    # One line: SQLite quotes damaged schema SQL (with its newlines) in "malformed database schema".
+    text = " ".join(str(err).split())
+    if len(text) > 160:
+        text = text[:157] + "..."
     if "not a database" in text or "malformed" in text or "file is encrypted" in text:
         return StoreError(f"store {path} is corrupt or not an SQLite file ({text}): move it aside; a new store will be created")
     if "readonly" in text or "read-only" in text:
