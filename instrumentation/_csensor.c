@@ -510,6 +510,17 @@ table_dealloc(CallTable *t)
     Py_TYPE(t)->tp_free((PyObject *)t);
 }
 
+/* d[key] = value for two new references (either may be NULL after a failed build); both are
+ * released. -1 with an exception set when either was NULL or the insertion failed. */
+static int
+dict_set_new(PyObject *d, PyObject *key, PyObject *value)
+{
+    int rc = (key && value) ? PyDict_SetItem(d, key, value) : -1;
+    Py_XDECREF(key);
+    Py_XDECREF(value);
+    return rc;
+}
+
 static PyObject *
 hist_dict(Slot *s)
 {
@@ -521,11 +532,7 @@ hist_dict(Slot *s)
         uint64_t count = s->wide ? s->wide[b] : s->inline_count[b];
         if (count == 0)
             continue;
-        PyObject *k = PyLong_FromLong(bucket), *v = PyLong_FromUnsignedLongLong(count);
-        int rc = (k && v) ? PyDict_SetItem(hist, k, v) : -1;
-        Py_XDECREF(k);
-        Py_XDECREF(v);
-        if (rc < 0) {
+        if (dict_set_new(hist, PyLong_FromLong(bucket), PyLong_FromUnsignedLongLong(count)) < 0) {
             Py_DECREF(hist);
             return NULL;
         }
@@ -550,11 +557,7 @@ table_get_stats(CallTable *t, void *closure)
                                              (unsigned long long)s->errors, (long long)s->total_ns,
                                              (long long)s->self_ns, hist)
                              : NULL;
-        PyObject *key = PyLong_FromLong(s->fid);
-        int rc = (row && key) ? PyDict_SetItem(out, key, row) : -1;
-        Py_XDECREF(row);
-        Py_XDECREF(key);
-        if (rc < 0) {
+        if (dict_set_new(out, PyLong_FromLong(s->fid), row) < 0) {
             Py_DECREF(out);
             return NULL;
         }
@@ -573,12 +576,7 @@ table_get_errors(CallTable *t, void *closure)
         ErrorCount snap = t->errs[i], *e = &snap; /* copied: see table_get_stats */
         if (e->type == NULL)
             continue;
-        PyObject *key = Py_BuildValue("(iO)", e->fid, e->type);
-        PyObject *count = PyLong_FromUnsignedLongLong(e->count);
-        int rc = (key && count) ? PyDict_SetItem(out, key, count) : -1;
-        Py_XDECREF(key);
-        Py_XDECREF(count);
-        if (rc < 0) {
+        if (dict_set_new(out, Py_BuildValue("(iO)", e->fid, e->type), PyLong_FromUnsignedLongLong(e->count)) < 0) {
             Py_DECREF(out);
             return NULL;
         }
@@ -597,12 +595,7 @@ table_get_samples(CallTable *t, void *closure)
         ErrorCount snap = t->errs[i], *e = &snap; /* copied: see table_get_stats */
         if (e->type == NULL || e->sample == NULL)
             continue;
-        Py_INCREF(e->sample);
-        PyObject *key = Py_BuildValue("(iO)", e->fid, e->type);
-        int rc = key ? PyDict_SetItem(out, key, e->sample) : -1;
-        Py_DECREF(e->sample);
-        Py_XDECREF(key);
-        if (rc < 0) {
+        if (dict_set_new(out, Py_BuildValue("(iO)", e->fid, e->type), Py_NewRef(e->sample)) < 0) {
             Py_DECREF(out);
             return NULL;
         }
