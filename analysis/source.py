@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from funcsight.analysis.percentiles import merge
@@ -58,6 +59,25 @@ class StoreSource:
         except sqlite3.DatabaseError as err:
             raise StoreError(f"store {self.path} could not be read ({err}): it may be corrupt; move it aside") from None
 
+    @contextmanager
+    def _decoding(self, table: str):
+        """Values funcsight did not write (text in a count, a histogram that is not JSON) are damage
+        to the file, reported like any other damage rather than as a traceback from the arithmetic."""
+        try:
+            yield
+        except (TypeError, ValueError) as err:
+            raise StoreError(
+                f"store {self.path} holds a value in {table} that funcsight did not write ({err}): "
+                "the file is damaged; move it aside"
+            ) from None
+
+    def _numeric(self, rows: list[sqlite3.Row], table: str, columns: tuple[int, ...]) -> list[tuple]:
+        with self._decoding(table):
+            for r in rows:
+                for i in columns:
+                    _number(r[i])
+        return [tuple(r) for r in rows]
+
     def versions(self) -> list[VersionInfo]:
         rows = self._query(
             """SELECT p.version, min(p.version_source) AS source, min(w.start) AS first_seen,
@@ -79,21 +99,23 @@ class StoreSource:
         """``(function, kind, route, version) -> Aggregate``."""
         where, params = _filters(route, version, "s.route")
         result: dict[tuple, Aggregate] = {}
-        for r in self._query(
+        rows = self._query(
             f"""SELECT f.name, f.kind, s.route, p.version, s.calls, s.errors, s.total_ns, s.self_ns, s.hist
                 FROM function_stats s JOIN functions f ON f.id = s.function_id
                 JOIN windows w ON w.id = s.window_id JOIN processes p ON p.id = w.process_id {where}""",
             params,
-        ):
-            key = (r[0], r[1], r[2], r[3])
-            agg = result.get(key)
-            if agg is None:
-                agg = result[key] = Aggregate()
-            agg.calls += r[4]
-            agg.errors += r[5]
-            agg.total_ns += r[6]
-            agg.self_ns += r[7]
-            merge(agg.hist, json.loads(r[8]))
+        )
+        with self._decoding("function_stats"):
+            for r in rows:
+                key = (r[0], r[1], r[2], r[3])
+                agg = result.get(key)
+                if agg is None:
+                    agg = result[key] = Aggregate()
+                agg.calls += _count(r[4])
+                agg.errors += _count(r[5])
+                agg.total_ns += _count(r[6])
+                agg.self_ns += _count(r[7])
+                merge(agg.hist, _histogram(r[8]))
         for r in self._query(
             f"""SELECT f.name, f.kind, s.route, p.version, s.exception_type, sum(s.count)
                 FROM function_errors s JOIN functions f ON f.id = s.function_id
@@ -103,28 +125,30 @@ class StoreSource:
         ):
             agg = result.get((r[0], r[1], r[2], r[3]))
             if agg is not None:
-                agg.errors_by_type[r[4]] = r[5]
+                with self._decoding("function_errors"):
+                    agg.errors_by_type[r[4]] = _count(r[5])
         return result
 
     def route_aggregates(self, route: str | None = None, version: str | None = None) -> dict[tuple, RouteAggregate]:
         """``(route, version) -> RouteAggregate``."""
         where, params = _filters(route, version, "s.route")
         result: dict[tuple, RouteAggregate] = {}
-        for r in self._query(
+        rows = self._query(
             f"""SELECT s.route, p.version, s.requests, s.errors, s.total_ns, s.hist
                 FROM route_stats s JOIN windows w ON w.id = s.window_id
                 JOIN processes p ON p.id = w.process_id {where}""",
             params,
-        ):
-            agg = result.get((r[0], r[1]))
-            if agg is None:
-                agg = result[(r[0], r[1])] = RouteAggregate()
-            agg.requests += r[2]
-            agg.errors += r[3]
-            agg.total_ns += r[4]
-            merge(agg.hist, json.loads(r[5]))
+        )
+        with self._decoding("route_stats"):
+            for r in rows:
+                agg = result.get((r[0], r[1]))
+                if agg is None:
+                    agg = result[(r[0], r[1])] = RouteAggregate()
+                agg.requests += _count(r[2])
+                agg.errors += _count(r[3])
+                agg.total_ns += _count(r[4])
+                merge(agg.hist, _histogram(r[5]))
         return result
-
 
     def code_hashes(self, version: str) -> dict[str, str]:
         """``function name -> code hash`` for the functions recorded under ``version``."""
@@ -137,32 +161,32 @@ class StoreSource:
     def series(self, version: str | None = None, since: float | None = None) -> list[tuple]:
         """Per window: ``(start, end, function, kind, route, version, calls, errors, total_ns)``."""
         where, params = _time_filter(version, since)
-        return [tuple(r) for r in self._query(
+        return self._numeric(self._query(
             f"""SELECT w.start, w.end, f.name, f.kind, s.route, p.version, s.calls, s.errors, s.total_ns
                 FROM function_stats s JOIN functions f ON f.id = s.function_id
                 JOIN windows w ON w.id = s.window_id JOIN processes p ON p.id = w.process_id {where}
                 ORDER BY w.start""",
             params,
-        )]
+        ), "function_stats", (0, 1, 6, 7, 8))
 
     def route_series(self, version: str | None = None, since: float | None = None) -> list[tuple]:
         """Per window: ``(start, end, route, version, requests)``."""
         where, params = _time_filter(version, since)
-        return [tuple(r) for r in self._query(
+        return self._numeric(self._query(
             f"""SELECT w.start, w.end, s.route, p.version, s.requests FROM route_stats s
                 JOIN windows w ON w.id = s.window_id JOIN processes p ON p.id = w.process_id {where}""",
             params,
-        )]
+        ), "route_stats", (0, 1, 4))
 
     def error_series(self, version: str | None = None, since: float | None = None) -> list[tuple]:
         """Per window: ``(start, function, route, version, exception_type, count)``."""
         where, params = _time_filter(version, since)
-        return [tuple(r) for r in self._query(
+        return self._numeric(self._query(
             f"""SELECT w.start, f.name, e.route, p.version, e.exception_type, e.count FROM function_errors e
                 JOIN functions f ON f.id = e.function_id JOIN windows w ON w.id = e.window_id
                 JOIN processes p ON p.id = w.process_id {where} ORDER BY w.start""",
             params,
-        )]
+        ), "function_errors", (0, 5))
 
     def error_records(self, function: str | None = None, route: str | None = None, version: str | None = None) -> list[dict]:
         """Per function x route x version x exception type: count, first/last seen and the latest
@@ -195,7 +219,9 @@ class StoreSource:
                 (r[0], r[1], r[2], r[3]),
             )
             if sample:
-                record["stack"] = [{"function": name, "file": file, "line": line} for name, file, line in json.loads(sample[0][0])]
+                with self._decoding("error_samples"):
+                    record["stack"] = [{"function": name, "file": file, "line": line}
+                                       for name, file, line in json.loads(sample[0][0])]
                 record["message"], record["trace_id"], record["span_id"] = sample[0][1], sample[0][2], sample[0][3]
             span = self._query(
                 """SELECT s.trace_id, s.span_id FROM spans s JOIN processes p ON p.id = s.process_id
@@ -206,6 +232,25 @@ class StoreSource:
                 record["trace_id"], record["span_id"] = span[0][0], span[0][1]
             records.append(record)
         return records
+
+
+def _number(value):
+    if type(value) not in (int, float):
+        raise TypeError(f"{value!r} is not a number")
+    return value
+
+
+def _count(value) -> int:
+    if type(value) is not int:
+        raise TypeError(f"{value!r} is not a count")
+    return value
+
+
+def _histogram(text) -> dict:
+    hist = json.loads(text)
+    if not isinstance(hist, dict) or not all(type(v) is int for v in hist.values()):
+        raise ValueError(f"{text!r:.40} is not a histogram")
+    return hist
 
 
 def _time_filter(version: str | None, since: float | None) -> tuple[str, tuple]:

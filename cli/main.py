@@ -293,6 +293,12 @@ def _errors(count: int, by_type: dict) -> str:
     return f"{count} ({', '.join(f'{k.rsplit(chr(46), 1)[-1]}:{v}' for k, v in by_type.items())})" if by_type else str(count)
 
 
+def _printable(message: str) -> str:
+    """Control characters from a path or an argument are escaped: the error stays one line and
+    cannot move the terminal's cursor."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in message)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -303,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         run: Callable = args.run
         return run(args)
     except (UsageError, StoreError, AnalysisError, ConfigError) as err:
-        print(f"funcsight: error: {err}", file=sys.stderr)
+        print(f"funcsight: error: {_printable(str(err))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("funcsight: interrupted", file=sys.stderr)
