@@ -19,6 +19,7 @@ Cost (measured by ``bench/micro.py``): about 0.5-0.8 us per sensed call; use the
 
 from __future__ import annotations
 
+import dis
 import sys
 import threading
 from time import perf_counter_ns
@@ -51,6 +52,18 @@ def kind_of(code: CodeType) -> int:
     return PLAIN
 
 
+_RESUME = dis.opmap["RESUME"]
+
+
+def start_offset(code: CodeType) -> int:
+    """Offset of the RESUME that fires PY_START: after the cell and generator set-up opcodes."""
+    raw = code.co_code
+    for offset in range(0, len(raw), 2):
+        if raw[offset] == _RESUME:
+            return offset
+    return 0
+
+
 class Sink:
     """Where calls go: the open request's table, else the background table. The rollup processor
     opens request tables with :meth:`new_table`; the export thread swaps ``background`` out. A
@@ -79,6 +92,8 @@ class PythonSensor:
         self._codes: list[CodeType] = []  # keeps sensed code alive so its id() is never reused
         self._tls = threading.local()
         self._parked: dict[int, tuple] = {}  # id(frame) -> (entry, frame, table)
+        self._start_offsets: dict[int, int] = {}  # function id -> offset of its PY_START (RESUME)
+        self._deferred: list[tuple] = []  # exits met at the recursion limit, recorded at the next exit
         self._tool_id: int | None = None
         self.internal_errors = 0
         self._build()
@@ -100,6 +115,7 @@ class PythonSensor:
         if fid >= 0:
             self._codes.append(code)
             self._ids[id(code)] = fid
+            self._start_offsets[fid] = start_offset(code)
         return fid
 
     def adopt_info(self, info: FunctionInfo, kind: int) -> int:
@@ -122,6 +138,8 @@ class PythonSensor:
         get_request = current_request.get
         clock = perf_counter_ns
         getframe = sys._getframe
+        deferred = self._deferred
+        start_offsets = self._start_offsets
 
         def stack_of():
             try:
@@ -133,8 +151,16 @@ class PythonSensor:
         def record(fid, start, end, duration, self_ns, exc, table=None):
             if table is None:
                 table = get_request()
-                if table is None or not table.open:
-                    table = sink.background
+            if table is None or not table.open:  # also a request that ended before a deferred exit
+                table = sink.background
+            # The only Python-level call comes before the first change, so at the recursion limit
+            # this either records the call whole or raises having changed nothing (see deferred).
+            errors = table.errors
+            key = sample = None
+            if exc is not None:
+                key = (fid, type(exc))
+                if key not in errors:
+                    sample = sink.sample_error(exc)
             stats = table.stats.get(fid)
             if stats is None:
                 stats = table.stats[fid] = [0, 0, 0, 0, {}]
@@ -147,19 +173,18 @@ class PythonSensor:
             hist[bucket] = hist.get(bucket, 0) + 1
             if exc is not None:
                 stats[1] += 1
-                errors = table.errors
-                key = (fid, type(exc))
                 count = errors.get(key)
                 if count is None:
                     errors[key] = 1
-                    table.samples[key] = sink.sample_error(exc)
+                    table.samples[key] = sample
                 else:
                     errors[key] = count + 1
             if table.span_budget > 0 and (exc is not None or duration >= sink.slow_ns):
                 table.span_budget -= 1
                 table.spans.append((fid, start, end, None if exc is None else type(exc)))
 
-        def finish(entry, stack, now, exc, table=None):
+        def finish(entry, caller, now, exc, table=None):
+            """Record a final exit and credit the caller's entry; all or nothing (see record)."""
             fid = entry[0]
             start = entry[1]
             duration = now - start
@@ -172,11 +197,16 @@ class PythonSensor:
             else:
                 credit = now - entry[3]
                 self_ns = entry[4] + credit - entry[2]
-            if stack:
-                stack[-1][2] += credit
             record(fid, start, now, duration, self_ns if self_ns > 0 else 0, exc, table)
-            if exc is not None and stack:
-                stack[-1][2] += clock() - now  # an error's stack sample is the sensor's time, not the caller's
+            if caller is not None:
+                caller[2] += credit
+                if exc is not None:
+                    caller[2] += clock() - now  # an error's stack sample is the sensor's time, not the caller's
+
+        def finish_deferred():
+            while deferred:
+                finish(*deferred[0])
+                deferred.pop(0)
 
         def enter(fid):
             now = clock()
@@ -196,7 +226,7 @@ class PythonSensor:
                         if stack[depth] is entry:
                             del stack[depth:]
                             break
-                finish(entry, stack, now, None if isinstance(exc, GeneratorExit) else exc)
+                finish(entry, stack[-1] if stack else None, now, None if isinstance(exc, GeneratorExit) else exc)
             except Exception:  # never into the application
                 self.internal_errors += 1
 
@@ -219,35 +249,69 @@ class PythonSensor:
             return value
 
         def on_start(code, offset):
+            # No Python-level call below once the function is known: at the recursion limit a
+            # nested call would raise inside this callback, after the frame exists but before its
+            # entry is pushed, and that frame's PY_UNWIND would then pop its caller's entry.
             fid = ids_get(id(code))
             if fid is None:
                 try:
                     fid = self.classify(code, getframe(1).f_globals.get("__name__") or "")
+                except RecursionError:
+                    # The application's own limit, met while classifying its first call: the frame
+                    # fails as it would a frame or two deeper, unrecorded, and the code stays enabled.
+                    raise
                 except Exception:
                     self.internal_errors += 1
                     fid = -1
                 if fid < 0:
                     return DISABLE
             now = clock()
-            stack_of().append([fid, now, 0, now, 0, None])
+            try:
+                stack = tls.stack
+            except AttributeError:
+                stack = tls.stack = []
+            stack.append([fid, now, 0, now, 0, None])
 
-        def final_exit(fid, exc):
-            now = clock()
-            stack = stack_of()
-            if stack and stack[-1][0] == fid:
-                finish(stack.pop(), stack, now, exc)
-
+        # The two final exits, PY_RETURN and PY_UNWIND, share their body written out twice: at the
+        # recursion limit the callback itself still runs but any Python-level call inside it raises
+        # RecursionError. So the entry is popped and, when finish() cannot be entered, kept with C
+        # operations only (finish() changes nothing before it can complete); a later exit records it.
         def on_return(code, offset, retval):
             fid = ids_get(id(code))
             if fid is None:
                 return DISABLE
-            final_exit(fid, None)
+            now = clock()
+            stack = getattr(tls, "stack", None)
+            if stack and stack[-1][0] == fid:
+                entry = stack.pop()
+                caller = stack[-1] if stack else None
+                try:
+                    if deferred:
+                        finish_deferred()
+                    finish(entry, caller, now, None)
+                except RecursionError:
+                    deferred.append((entry, caller, now, None, get_request() or sink.background))
 
         def on_unwind(code, offset, exc):
             # PY_UNWIND cannot be disabled; returning DISABLE here would raise in the app.
             fid = ids_get(id(code))
-            if fid is not None:
-                final_exit(fid, None if type(exc) is GeneratorExit else exc)
+            if fid is None:
+                return
+            if type(exc) is RecursionError and offset == start_offsets[fid]:
+                return  # the frame failed in its PY_START callback, at the limit: nothing was pushed
+            if type(exc) is GeneratorExit:
+                exc = None
+            now = clock()
+            stack = getattr(tls, "stack", None)
+            if stack and stack[-1][0] == fid:
+                entry = stack.pop()
+                caller = stack[-1] if stack else None
+                try:
+                    if deferred:
+                        finish_deferred()
+                    finish(entry, caller, now, exc)
+                except RecursionError:
+                    deferred.append((entry, caller, now, exc, get_request() or sink.background))
 
         def on_yield(code, offset, retval):
             fid = ids_get(id(code))
@@ -292,6 +356,8 @@ class PythonSensor:
                 if sys.getrefcount(item[1]) <= 2 and parked.pop(key, None) is not None:
                     entry = item[0]
                     finish(entry, None, entry[3], None, item[2])
+            if deferred:
+                finish_deferred()
 
         self.enter, self.leave, self.suspend, self.resume = enter, leave, suspend, resume
         self.sweep_parked = sweep_parked

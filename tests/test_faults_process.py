@@ -278,21 +278,10 @@ def plain_run(tmp_path_factory, scenario: str) -> dict:
     return _plain_runs[scenario]
 
 
-PY_SENSOR_RECURSION_XFAIL = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the pure-Python sensor's sys.monitoring callbacks are Python frames: at the recursion limit "
-    "the PY_START callback of the frame that fails raises the RecursionError itself, that frame's PY_UNWIND "
-    "then pops its caller's entry, and the outermost call of the recursion is never recorded (one call "
-    "short; instrumentation/_pysensor.py, see the report). The C sensor is exact.",
-)
-
-
 @pytest.mark.parametrize(
     "scenario, impl",
     [
-        pytest.param(scenario, impl, id=f"{scenario}-{impl}",
-                     marks=PY_SENSOR_RECURSION_XFAIL if (scenario, impl) == ("recursion", "python") else ())
+        pytest.param(scenario, impl, id=f"{scenario}-{impl}")
         for scenario in SCENARIOS
         for impl in ("python", "c")
     ],
