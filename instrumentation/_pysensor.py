@@ -35,7 +35,7 @@ from funcsight.instrumentation.registry import (
     FunctionRegistry,
     function_info,
 )
-from funcsight.instrumentation.selection import CodeSelector, main_module_name
+from funcsight.instrumentation.selection import MAIN_MODULE_NAMES, CodeSelector, main_module_name
 
 PLAIN, GENERATOR, COROUTINE = 0, 1, 2
 _FID, _START, _CHILD, _SEGMENT, _ACTIVE, _PARKED = range(6)
@@ -104,7 +104,7 @@ class PythonSensor:
         selector = self.selector
         if not selector.is_function(code):
             return -1
-        if module == "__main__":
+        if module in MAIN_MODULE_NAMES:
             module = main_module_name()
         if not selector.module_is_sensed(module, code.co_filename):
             return -1

@@ -68,7 +68,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 
 from funcsight.instrumentation._pysensor import COROUTINE, GENERATOR, PLAIN, PythonSensor, kind_of
 from funcsight.instrumentation.registry import CO_ITERABLE_COROUTINE, FUNCTION, FunctionInfo, function_info
-from funcsight.instrumentation.selection import CodeSelector, main_module_name
+from funcsight.instrumentation.selection import MAIN_MODULE_NAMES, CodeSelector, main_module_name
 
 _T, _E = "__fs_t", "__fs_e"  # the entry and the exception, locals of every rewritten function
 _ENTER, _ENTER_CO = "__funcsight_enter__", "__funcsight_enter_co__"
@@ -481,7 +481,7 @@ class ImportRewriter:
         """The code of a module with its functions sensed; None when the source does not compile
         (let Python report it). If the rewrite itself fails (counted in ``internal_errors``), the
         module runs as written."""
-        if module == "__main__":
+        if module in MAIN_MODULE_NAMES:
             module = main_module_name()
         try:
             tree = ast.parse(source, path)

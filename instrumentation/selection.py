@@ -113,6 +113,10 @@ class CodeSelector:
         return bool(owner_file) and self.file_is_app(owner_file)
 
 
+# multiprocessing's spawn imports the parent's script under the second name in its children.
+MAIN_MODULE_NAMES = frozenset({"__main__", "__mp_main__"})
+
+
 def main_module_name() -> str:
     """The name ``__main__`` stands for, so a script's functions keep one identity whether it is
     run as a script, with ``-m``, or imported by a server."""

@@ -193,6 +193,13 @@ def test_multiprocessing_fork_and_spawn_children_start_empty_and_all_arrive(inst
     run_child = Counter(calls.get((F + "run_child", BACKGROUND), 0) for calls in children.values())
     assert child_work == 4 * 5 + 10 + 6, children
     assert run_child[1] == 4, children
+    # A spawned child imports the script as __mp_main__: its functions keep the script's name.
+    # (3.11 rewrites imported modules only, so a script run as a script is not sensed there; README.)
+    script = [calls for calls in children.values() if ("forks.script_child", BACKGROUND) in calls]
+    assert len(script) == (1 if sys.version_info >= (3, 12) else 0), str(by_pid)
+    if script:
+        assert script[0][("forks.script_work", BACKGROUND)] == 4, script
+    assert not any(name.startswith("__") for calls in by_pid.values() for name, _ in calls), by_pid
     pool_pids = set(report["pool_pids"])
     assert sum(calls.get((F + "child_work", BACKGROUND), 0) for pid, calls in children.items() if pid in pool_pids) == 16
 

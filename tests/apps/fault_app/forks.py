@@ -3,6 +3,7 @@ process did (by pid), so the test can compare it with the store.
 
 * 3 calls in the parent before any fork (still in its window when it forks: no flush in between);
 * 2 ``fork`` and 2 ``spawn`` multiprocessing Processes, 5 calls each;
+* 1 ``spawn`` Process running this script's own functions (imported there as ``__mp_main__``);
 * a ``fork`` Pool of 2 that is closed and joined (its workers end normally);
 * a ``fork`` Pool of 2 that is terminated (its workers get SIGTERM while idle).
 
@@ -28,6 +29,14 @@ def join_all(processes, report):
         report["exitcodes"][label] = process.exitcode
 
 
+def script_work():
+    return 1
+
+
+def script_child(n):
+    return sum(script_work() for _ in range(n))
+
+
 def main():
     report = {"parent": os.getpid(), "hung": [], "exitcodes": {}, "pool_pids": []}
     for _ in range(3):
@@ -39,6 +48,9 @@ def main():
             process = context.Process(target=forkwork.run_child, args=(5,))
             process.start()
             processes.append((f"{method}{index}", process))
+    process = mp.get_context("spawn").Process(target=script_child, args=(4,))
+    process.start()
+    processes.append(("spawn-script", process))
     join_all(processes, report)
 
     context = mp.get_context("fork")
