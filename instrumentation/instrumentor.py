@@ -48,6 +48,7 @@ class Running:
     service: str
     tracer_provider: Any
     meter_provider: Any
+    bridge: Any = None  # MetricsBridge, when there is a meter provider
 
 
 class FuncsightInstrumentor(BaseInstrumentor):
@@ -101,13 +102,13 @@ def _start(**kwargs: Any) -> Running:
     windows = WindowAggregator(config.max_series, config.max_routes)
     processor = RollupSpanProcessor(windows, registry, sink, config.spans_per_trace)
     consumers = []
-    writer = None
+    writer = bridge = None
     if store_enabled(config):
         identity = ProcessIdentity(service, version, version_source, instance_id, os.getpid(), socket.gethostname(), time.time())
         writer = StoreWriter(config.db_path, registry, identity)
         consumers.append(writer.write_window)
     if meter_provider is not None:
-        bridge = MetricsBridge(meter_provider.get_meter(names.SCOPE, __version__), registry, version)
+        bridge = MetricsBridge(meter_provider.get_meter(names.SCOPE, __version__), registry, version, meter_provider)
         consumers.append(bridge.consume)
         # Spans the exporters funcsight built could not deliver count as funcsight.dropped.
         DELIVERY_FAILURES.counter = bridge.dropped
@@ -125,6 +126,7 @@ def _start(**kwargs: Any) -> Running:
     running = Running(
         config, registry, selector, sink, sensor, windows, processor, pipeline, writer,
         version, version_source, service, tracer_provider if own_tracer else None, meter_provider if own_meter else None,
+        bridge,
     )
     pipeline.start()
     sensor.start()
@@ -287,6 +289,18 @@ def _flush_celery_child_at_exit(running: Running) -> None:
     worker_process_shutdown.connect(flush, weak=False)
 
 
+def _child_instance_id() -> str:
+    """The service.instance.id the OTel SDK gives this forked child: its providers re-run the
+    process-dependent resource detectors after a fork, and that detector keeps one id per pid, so
+    the store and the exported telemetry name the child alike."""
+    try:
+        from opentelemetry.sdk.resources import ServiceInstanceIdResourceDetector
+
+        return str(ServiceInstanceIdResourceDetector().detect().attributes[names.SERVICE_INSTANCE_ID])
+    except Exception:  # an SDK without that detector keeps the parent's id in its resource
+        return str(uuid.uuid4())
+
+
 def _after_fork(running: Running) -> None:
     """A forked child starts from empty aggregates, under its own process identity."""
     try:
@@ -296,8 +310,11 @@ def _after_fork(running: Running) -> None:
         running.sink.background = running.sink.new_table()
         running.processor.reset_after_fork()
         if running.writer is not None:
-            identity = replace(running.writer.process, pid=os.getpid(), instance_id=str(uuid.uuid4()), started_at=time.time())
+            identity = replace(running.writer.process, pid=os.getpid(), instance_id=_child_instance_id(), started_at=time.time())
             running.writer.reset_after_fork(identity)
+        if running.bridge is not None and not running.bridge.forget_parent_totals():
+            _log.warning("funcsight: this OpenTelemetry SDK's metric storage is not the expected one: a forked "
+                         "child's funcsight counters start from its parent's totals")
         running.pipeline.restart_after_fork()
         # A thread of the parent may have been registering a function at the fork: its lock was
         # copied held, and the child's first new function would wait for it forever.

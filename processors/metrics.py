@@ -13,6 +13,8 @@ exactly.
 
 from __future__ import annotations
 
+import threading
+
 from opentelemetry.metrics import Meter
 
 from funcsight import names
@@ -42,8 +44,9 @@ def cumulative_le_counts(hist: dict[int, int]) -> list[int]:
 
 
 class MetricsBridge:
-    def __init__(self, meter: Meter, registry: FunctionRegistry, version: str):
+    def __init__(self, meter: Meter, registry: FunctionRegistry, version: str, meter_provider=None):
         self.registry = registry
+        self.meter_provider = meter_provider
         # The version rides on every series: Prometheus sees resource attributes only on target_info.
         self.version = version
         self.calls = meter.create_counter(names.FUNCTION_CALLS, unit="{call}", description="Calls of a function, by route")
@@ -82,6 +85,33 @@ class MetricsBridge:
             self.dropped.add(window.overflow_series, {"reason": "series_cap"})
         if window.overflow_routes:
             self.dropped.add(window.overflow_routes, {"reason": "route_cap"})
+
+
+    def forget_parent_totals(self) -> bool:
+        """In a forked child: drop the cumulative totals copied from the parent for funcsight's
+        own instruments, so the child (which the SDK gives a new service.instance.id) starts from
+        zero like its windows, and a sum over instances counts the parent's calls once.
+
+        The SDK keeps no public way to do this; its storage layout is read defensively and False
+        (with the reason logged once by the caller) is returned if it is not the expected one.
+        """
+        consumer = getattr(self.meter_provider, "_measurement_consumer", None)
+        storages = getattr(consumer, "_reader_storages", None)
+        if storages is None:
+            return False
+        ours = {counter.name for counter in self._instruments()}
+        for storage in storages.values():
+            for instrument, matches in storage._instrument_view_instrument_matches.items():
+                scope = getattr(instrument, "instrumentation_scope", None)
+                if instrument.name in ours and getattr(scope, "name", None) == names.SCOPE:
+                    for match in matches:
+                        match._lock = threading.Lock()  # may have been copied held
+                        match._attributes_aggregation = {}
+        return True
+
+    def _instruments(self) -> tuple:
+        return (self.calls, self.errors, self.duration, self.self_time, self.buckets, self.requests,
+                self.route_errors, self.route_duration, self.route_buckets, self.dropped)
 
 
 def _add_buckets(counter, hist: dict[int, int], attrs: dict) -> None:

@@ -204,6 +204,27 @@ def test_multiprocessing_fork_and_spawn_children_start_empty_and_all_arrive(inst
     assert sum(calls.get((F + "child_work", BACKGROUND), 0) for pid, calls in children.items() if pid in pool_pids) == 16
 
 
+def test_a_forked_child_exports_its_own_counts_under_its_own_instance_id(tmp_path):
+    """OTel counters are cumulative in the SDK: a child forked from a parent that already counted
+    3 calls must export its own 2, not 5, under the new service.instance.id the SDK gives it, and
+    its store rows must carry that same id."""
+    import sqlite3
+
+    app_dir = copy_app(tmp_path)
+    db = tmp_path / "f.db"
+    result = run_script(None, app_dir, ["fork_metrics.py"], store_env(db), timeout_s=40)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "WARNING" not in result.stderr, result.stderr[-3000:]
+    report = last_json(result.stdout)
+    parent_before, parent_after, child = report["parent_before"], report["parent_after"], report["child"]
+    assert parent_before["calls"] == 3 and parent_after["calls"] == 4, report
+    assert child["calls"] == 2, report
+    assert child["instance"] != parent_before["instance"] == parent_after["instance"], report
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        stored = dict(conn.execute("SELECT pid, instance_id FROM processes").fetchall())
+    assert stored == {parent_before["pid"]: parent_before["instance"], child["pid"]: child["instance"]}, (stored, report)
+
+
 def test_fork_while_another_thread_is_inside_funcsight_does_not_deadlock(instrument_launcher, tmp_path):
     """A thread of the parent holds the function registry's lock (as while registering a new
     function) when the main thread forks; the child then senses a function it never saw."""
