@@ -45,7 +45,7 @@ for r in range(routes):
         for call in calls:
             call()
 filled = rss_mib()
-window_series = len(running.windows._window.functions)
+window_series = running.windows.open_series
 running.pipeline.flush()
 exported = rss_mib()
 w = running.windows

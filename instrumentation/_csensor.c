@@ -324,9 +324,9 @@ table_new_slot(CallTable *t, int32_t fid)
     return s;
 }
 
-/* The slot of fid (0 <= fid < INT32_MAX), created on first appearance; NULL when out of memory. */
+/* The slot of fid, or NULL when fid has none yet. */
 static inline Slot *
-table_slot(CallTable *t, int32_t fid)
+table_find(CallTable *t, int32_t fid)
 {
     if (LIKELY(t->index != NULL)) {
         uint64_t key = (uint64_t)(uint32_t)(fid + 1) << 32;
@@ -340,25 +340,34 @@ table_slot(CallTable *t, int32_t fid)
             h = (h + 1) & t->index_mask;
         }
     }
-    return table_new_slot(t, fid);
+    return NULL;
 }
 
+/* The slot of fid (0 <= fid < INT32_MAX), created on first appearance; NULL when out of memory. */
+static inline Slot *
+table_slot(CallTable *t, int32_t fid)
+{
+    Slot *s = table_find(t, fid);
+    return LIKELY(s != NULL) ? s : table_new_slot(t, fid);
+}
+
+/* n more calls in bucket (n = 1 on the hot path, where the compiler folds it). */
 static inline int
-hist_add(Slot *s, int bucket)
+hist_add_n(Slot *s, int bucket, uint64_t n)
 {
     if (s->wide) {
-        s->wide[bucket]++;
+        s->wide[bucket] += n;
         return 0;
     }
     for (uint32_t i = 0; i < s->n_inline; i++) {
         if (s->inline_bucket[i] == bucket) {
-            s->inline_count[i]++;
+            s->inline_count[i] += n;
             return 0;
         }
     }
     if (s->n_inline < INLINE_BUCKETS) {
         s->inline_bucket[s->n_inline] = (uint8_t)bucket;
-        s->inline_count[s->n_inline++] = 1;
+        s->inline_count[s->n_inline++] = n;
         return 0;
     }
     uint64_t *wide = PyMem_Calloc(N_BUCKETS, sizeof(uint64_t));
@@ -366,8 +375,34 @@ hist_add(Slot *s, int bucket)
         return -1;
     for (uint32_t i = 0; i < s->n_inline; i++)
         wide[s->inline_bucket[i]] = s->inline_count[i];
-    wide[bucket]++;
+    wide[bucket] += n;
     s->wide = wide;
+    return 0;
+}
+
+static inline int
+hist_add(Slot *s, int bucket)
+{
+    return hist_add_n(s, bucket, 1);
+}
+
+/* into += from: counters and histogram (errors by type are merged by the caller, in Python). */
+static int
+slot_absorb(Slot *into, const Slot *from)
+{
+    into->calls += from->calls;
+    into->errors += from->errors;
+    into->total_ns += from->total_ns;
+    into->self_ns += from->self_ns;
+    if (from->wide) {
+        for (int b = 0; b < N_BUCKETS; b++)
+            if (from->wide[b] && hist_add_n(into, b, from->wide[b]) < 0)
+                return -1;
+        return 0;
+    }
+    for (uint32_t i = 0; i < from->n_inline; i++)
+        if (hist_add_n(into, from->inline_bucket[i], from->inline_count[i]) < 0)
+            return -1;
     return 0;
 }
 
@@ -669,6 +704,58 @@ table_add_call(CallTable *t, PyObject *args, PyObject *kwds)
     Py_RETURN_NONE;
 }
 
+/* absorb(src, room, overflow) -> (created, overflowed): add src's counters into this table (a
+ * window's table for one route), creating at most `room` new function slots; the calls of any
+ * further new function go to `overflow` (the window's overflow-route table) instead. `created`
+ * counts the slots made in both, `overflowed` the functions sent to overflow. This is what folds a
+ * finished request into its window: a C loop over the request's slots, no Python object made. */
+static PyObject *
+table_absorb(CallTable *t, PyObject *args)
+{
+    CallTable *src, *overflow;
+    Py_ssize_t room, created = 0, overflowed = 0;
+    if (!PyArg_ParseTuple(args, "O!nO!:absorb", &CallTableType, &src, &room, &CallTableType, &overflow))
+        return NULL;
+    if (src == t || src == overflow) {
+        PyErr_SetString(PyExc_ValueError, "a table cannot absorb itself");
+        return NULL;
+    }
+    for (int32_t i = 0; i < src->n_slots; i++) {
+        const Slot *from = &src->slots[i];
+        Slot *into = table_find(t, from->fid);
+        if (into == NULL) {
+            CallTable *home = t;
+            if (room > 0) {
+                room--;
+            } else {
+                overflowed++;
+                home = overflow;
+                into = table_find(overflow, from->fid);
+            }
+            if (into == NULL) {
+                if ((into = table_new_slot(home, from->fid)) == NULL)
+                    return PyErr_NoMemory();
+                created++;
+            }
+        }
+        if (slot_absorb(into, from) < 0)
+            return PyErr_NoMemory();
+    }
+    return Py_BuildValue("(nn)", created, overflowed);
+}
+
+static PyObject *
+table_get_has_errors(CallTable *t, void *closure)
+{
+    return PyBool_FromLong(t->n_errs > 0);
+}
+
+static PyObject *
+table_get_series(CallTable *t, void *closure)
+{
+    return PyLong_FromLong(t->n_slots);
+}
+
 static PyMemberDef table_members[] = {
     {"span_budget", T_PYSSIZET, offsetof(CallTable, span_budget), 0, "spans this table may still keep"},
     {"trace_id", T_OBJECT, offsetof(CallTable, trace_id), 0, "trace id of the request"},
@@ -682,12 +769,16 @@ static PyGetSetDef table_getset[] = {
     {"stats", (getter)table_get_stats, NULL, "{fid: [calls, errors, total_ns, self_ns, {bucket: count}]} (fresh dict)", NULL},
     {"errors", (getter)table_get_errors, NULL, "{(fid, exception type): count} (fresh dict)", NULL},
     {"samples", (getter)table_get_samples, NULL, "{(fid, exception type): stack sample of the first exception} (fresh dict)", NULL},
+    {"has_errors", (getter)table_get_has_errors, NULL, "True when a call in this table raised", NULL},
+    {"series", (getter)table_get_series, NULL, "number of functions with calls in this table", NULL},
     {NULL},
 };
 
 static PyMethodDef table_methods[] = {
     {"add_call", (PyCFunction)(void (*)(void))table_add_call, METH_VARARGS | METH_KEYWORDS,
      "add_call(fid, duration_ns, self_ns, exc_type=None)"},
+    {"absorb", (PyCFunction)table_absorb, METH_VARARGS,
+     "absorb(src, room, overflow) -> (created, overflowed): see calls.CallTable.absorb"},
     {NULL},
 };
 

@@ -48,6 +48,40 @@ class CallTable:
             self.errors[key] = self.errors.get(key, 0) + 1
 
 
+    def absorb(self, src: CallTable, room: int, overflow: CallTable) -> tuple[int, int]:
+        """Add ``src``'s counters into this table (a window's table for one route), creating at
+        most ``room`` new function entries; the calls of any further new function go to
+        ``overflow`` (the window's overflow-route table). Returns ``(created, overflowed)``: entries
+        made in both tables, functions sent to overflow. Errors by type are merged by the caller."""
+        if src is self or src is overflow:
+            raise ValueError("a table cannot absorb itself")
+        created = overflowed = 0
+        mine = self.stats
+        for fid, stats in src.stats.items():
+            into = mine.get(fid)
+            if into is None:
+                if room > 0:
+                    room -= 1
+                    into = mine[fid] = new_stats()
+                    created += 1
+                else:
+                    overflowed += 1
+                    into = overflow.stats.get(fid)
+                    if into is None:
+                        into = overflow.stats[fid] = new_stats()
+                        created += 1
+            merge_stats(into, stats)
+        return created, overflowed
+
+    @property
+    def has_errors(self) -> bool:
+        return bool(self.errors)
+
+    @property
+    def series(self) -> int:
+        return len(self.stats)
+
+
 current_request: ContextVar[CallTable | None] = ContextVar("funcsight_request", default=None)
 
 

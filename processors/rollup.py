@@ -17,7 +17,6 @@ from __future__ import annotations
 import threading
 from collections import deque
 
-from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -29,7 +28,12 @@ from funcsight.processors.windows import WindowAggregator
 _ENTRY_KINDS = (SpanKind.SERVER, SpanKind.CONSUMER)
 _ROLLED_UP_KINDS = (SpanKind.CLIENT, SpanKind.PRODUCER, SpanKind.INTERNAL)
 # Spans that frame the request itself rather than work done in it.
-_FRAMING_SCOPES = frozenset({SCOPE, "opentelemetry.instrumentation.asgi", "opentelemetry.instrumentation.wsgi"})
+# FastAPI's and Starlette's instrumentations start only the request's SERVER span and its ASGI
+# send/receive INTERNAL spans, so any other span of theirs frames the request too.
+_FRAMING_SCOPES = frozenset({
+    SCOPE, "opentelemetry.instrumentation.asgi", "opentelemetry.instrumentation.wsgi",
+    "opentelemetry.instrumentation.fastapi", "opentelemetry.instrumentation.starlette",
+})
 _MAX_OPEN_REQUESTS = 100_000
 _MAX_PENDING_SPAN_BATCHES = 1_000
 
@@ -41,8 +45,9 @@ _CELERY_SCOPE = "opentelemetry.instrumentation.celery"
 _CELERY_RUN_PREFIX = "run/"
 
 
-def route_of(span: ReadableSpan) -> str:
-    attributes = span.attributes or {}
+def route_of(span: ReadableSpan, attributes=None) -> str:
+    if attributes is None:
+        attributes = span.attributes or {}
     route = attributes.get(HTTP_ROUTE)
     if route:
         return str(route)
@@ -57,10 +62,9 @@ def route_of(span: ReadableSpan) -> str:
     return UNMATCHED_ROUTE
 
 
-def _failed(span: ReadableSpan) -> bool:
+def _failed(span: ReadableSpan, attributes) -> bool:
     if span.status.status_code is StatusCode.ERROR:
         return True
-    attributes = span.attributes or {}
     status = attributes.get("http.response.status_code", attributes.get("http.status_code"))
     return isinstance(status, int) and status >= 500
 
@@ -88,16 +92,17 @@ class RollupSpanProcessor(SpanProcessor):
     # ------------------------------------------------------------------- SpanProcessor interface
     def on_start(self, span, parent_context=None) -> None:
         try:
-            if not self.enabled or span.kind not in _ENTRY_KINDS:
+            # Runs for every span the process starts: the fewest SDK property reads that decide.
+            if span.kind not in _ENTRY_KINDS or not self.enabled:
                 return
-            parent = trace.get_current_span(parent_context).get_span_context()
-            if parent.is_valid and not parent.is_remote:
+            parent = span.parent  # the SDK keeps a valid parent or None
+            if parent is not None and not parent.is_remote:
                 return  # not a local root: its calls belong to the enclosing request
             if len(self._open) >= _MAX_OPEN_REQUESTS:
                 return
             context = span.get_span_context()
             budget = self.spans_per_trace if context.trace_flags.sampled else 0
-            table = self.sink.new_table(budget, context.trace_id, context)
+            table = self.sink.table_type(budget, context.trace_id, context)
             self._open[context.span_id] = table
             self._by_trace[context.trace_id] = table
             current_request.set(table)
@@ -109,15 +114,18 @@ class RollupSpanProcessor(SpanProcessor):
             context = span.get_span_context()
             table = self._open.pop(context.span_id, None)
             if table is None:
-                self._roll_up_child(span, context.trace_id)
+                if self._by_trace:  # else no request is open: nothing to roll up into
+                    self._roll_up_child(span, context)
                 return
             table.open = False
-            if self._by_trace.get(context.trace_id) is table:
-                del self._by_trace[context.trace_id]
+            trace_id = table.trace_id
+            if self._by_trace.get(trace_id) is table:
+                del self._by_trace[trace_id]
             if current_request.get() is table:
                 current_request.set(None)
             duration = max(0, (span.end_time or 0) - (span.start_time or 0))
-            self.windows.add_request(route_of(span), table, duration, _failed(span))
+            attributes = span.attributes or {}
+            self.windows.add_request(route_of(span, attributes), table, duration, _failed(span, attributes))
             if table.spans:
                 if len(self.pending_spans) < _MAX_PENDING_SPAN_BATCHES:
                     self.pending_spans.append((table.root, table.spans))
@@ -126,15 +134,19 @@ class RollupSpanProcessor(SpanProcessor):
         except Exception:
             pass
 
-    def _roll_up_child(self, span: ReadableSpan, trace_id: int) -> None:
-        table = self._by_trace.get(trace_id)
-        if table is None or not table.open or span.kind not in _ROLLED_UP_KINDS:
-            return
+    def _roll_up_child(self, span: ReadableSpan, context) -> None:
+        # Cheapest rejections first: most child spans of a request are its framing spans.
         scope = span.instrumentation_scope
         if scope is not None and scope.name in _FRAMING_SCOPES:
             return
-        if span.attributes and "asgi.event.type" in span.attributes:
-            return  # ASGI send/receive spans frame the request (FastAPI gives them its own scope)
+        if span.kind not in _ROLLED_UP_KINDS:
+            return
+        table = self._by_trace.get(context.trace_id)
+        if table is None or not table.open:
+            return
+        attributes = span.attributes
+        if attributes and "asgi.event.type" in attributes:
+            return  # ASGI send/receive spans of another ASGI framework's instrumentation
         fid = self.registry.register_span(span.name)
         if fid < 0:
             return

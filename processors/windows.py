@@ -1,8 +1,11 @@
 """Windows: function x route aggregates between two exports, bounded in size.
 
 The rollup processor folds each finished request's call table in under the request's route; the
-export pipeline swaps the window out every interval. Merges take a lock (they are Python loops);
-the sensor never does, it writes only to call tables.
+export pipeline swaps the window out every interval. While a window is open its function counters
+live in one call table per route, of the sensor's own table type, so folding a request in is the
+table's ``absorb`` (a C loop for the C sensor: no Python object per function); the export thread
+turns them into the exported ``(function id, route) -> stats`` map once, off the request path.
+Folding takes a lock; the sensor never does, it writes only to call tables.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from funcsight.instrumentation.calls import CallTable, bucket_of, merge_stats, new_stats
+from funcsight.instrumentation.calls import CallTable, bucket_of, merge_stats
 from funcsight.names import BACKGROUND_ROUTE, OVERFLOW_ROUTE
 
 
@@ -52,16 +55,45 @@ def exception_name(exc_type: type) -> str:
     return qualname if module == "builtins" else f"{module}.{qualname}"
 
 
+@dataclass
+class _OpenWindow:
+    start: float
+    tables: dict = field(default_factory=dict)  # (route, table type) -> call table of that route
+    series: int = 0  # function x route entries in all tables
+    errors: dict = field(default_factory=dict)
+    routes: dict = field(default_factory=dict)
+    samples: dict = field(default_factory=dict)
+    overflow_series: int = 0
+    overflow_routes: int = 0
+
+    def close(self, end: float) -> Window:
+        functions: dict = {}
+        for (route, _type), table in self.tables.items():
+            for fid, stats in table.stats.items():
+                into = functions.get((fid, route))
+                if into is None:
+                    functions[(fid, route)] = stats
+                else:  # the same route under two table types (the background before the C sensor took over)
+                    merge_stats(into, stats)
+        return Window(self.start, end, functions, self.errors, self.routes, self.samples,
+                      self.overflow_series, self.overflow_routes)
+
+
 class WindowAggregator:
     def __init__(self, max_series: int = 20_000, max_routes: int = 500):
         self.max_series = max_series
         self.max_routes = max_routes
         self._lock = threading.Lock()
-        self._window = Window(start=time.time(), end=0.0)
+        self._open = _OpenWindow(start=time.time())
+
+    @property
+    def open_series(self) -> int:
+        """Function x route entries the open window holds (for the memory benchmark and tests)."""
+        return self._open.series
 
     def add_request(self, route: str, table: CallTable, duration_ns: int, failed: bool) -> None:
         with self._lock:
-            window = self._window
+            window = self._open
             if route not in window.routes and len(window.routes) >= self.max_routes:
                 window.overflow_routes += 1
                 route = OVERFLOW_ROUTE
@@ -76,23 +108,24 @@ class WindowAggregator:
             self._merge(window, route, table)
 
     def add_background(self, table: CallTable) -> None:
-        if table.stats or table.errors:
+        if table.series or table.has_errors:
             with self._lock:
-                self._merge(self._window, BACKGROUND_ROUTE, table)
+                self._merge(self._open, BACKGROUND_ROUTE, table)
 
-    def _merge(self, window: Window, route: str, table: CallTable) -> None:
-        functions = window.functions
-        for fid, stats in table.stats.items():
-            key = (fid, route)
-            into = functions.get(key)
-            if into is None:
-                if len(functions) >= self.max_series:
-                    window.overflow_series += 1
-                    key = (fid, OVERFLOW_ROUTE)
-                    into = functions.get(key)
-                if into is None:
-                    into = functions[key] = new_stats()
-            merge_stats(into, stats)
+    def _merge(self, window: _OpenWindow, route: str, table: CallTable) -> None:
+        tables = window.tables
+        table_type = type(table)
+        into = tables.get((route, table_type))
+        if into is None:
+            into = tables[(route, table_type)] = table_type()
+        overflow = tables.get((OVERFLOW_ROUTE, table_type))
+        if overflow is None:
+            overflow = tables[(OVERFLOW_ROUTE, table_type)] = table_type()
+        created, overflowed = into.absorb(table, self.max_series - window.series, overflow)
+        window.series += created
+        window.overflow_series += overflowed
+        if not table.has_errors:
+            return
         errors = window.errors
         for (fid, exc_type), count in table.errors.items():
             key = (fid, route, exception_name(exc_type))
@@ -115,14 +148,14 @@ class WindowAggregator:
         )
 
     def drain(self) -> Window:
-        """Hand the current window over and start a new one."""
+        """Hand the current window over and start a new one (the export thread: the open
+        window's tables become the exported map here, outside the lock)."""
         now = time.time()
         with self._lock:
-            window, self._window = self._window, Window(start=now, end=0.0)
-        window.end = now
-        return window
+            window, self._open = self._open, _OpenWindow(start=now)
+        return window.close(now)
 
     def reset(self) -> None:
         """After fork: the child starts from nothing; the parent's calls are the parent's."""
         self._lock = threading.Lock()
-        self._window = Window(start=time.time(), end=0.0)
+        self._open = _OpenWindow(start=time.time())

@@ -16,6 +16,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from funcsight.config import Config
 from funcsight.exporters.pipeline import ExportPipeline
 from funcsight.instrumentation._pysensor import PLAIN, PythonSensor, Sink
+from funcsight.instrumentation.calls import bucket_of
 from funcsight.instrumentation.registry import FUNCTION, FunctionInfo, FunctionRegistry
 from funcsight.instrumentation.selection import CodeSelector
 from funcsight.names import BACKGROUND_ROUTE, UNMATCHED_ROUTE
@@ -181,3 +182,37 @@ def test_pipeline_shutdown_flushes_once(shutdowns):
     for _ in range(shutdowns):
         world.pipeline.shutdown()
     assert sum(w.functions.get((fid, BACKGROUND_ROUTE), [0])[0] for w in world.windows_seen) == 1
+
+
+def _table_types():
+    from funcsight.instrumentation import calls, csensor
+
+    types = [pytest.param(calls.CallTable, id="python")]
+    if csensor.available():
+        types.append(pytest.param(csensor.CallTable, id="c"))
+    return types
+
+
+@pytest.mark.parametrize("table_type", _table_types())
+def test_absorb_folds_a_request_into_a_window_table_within_its_room(table_type):
+    """What a window does with each finished request: both table types fold alike, create at most
+    ``room`` new entries, and send the calls of further new functions to the overflow table."""
+    window_table, overflow = table_type(), table_type()
+    first = table_type()
+    for fid, duration in ((1, 100), (1, 300), (2, 5_000), (3, 7)):
+        first.add_call(fid, duration, duration // 2)
+    assert first.series == 3 and not first.has_errors
+    assert window_table.absorb(first, 2, overflow) == (3, 1)  # fids 1, 2 fit; 3 overflows (created there)
+    second = table_type()
+    for fid, duration in ((1, 100), (3, 9), (4, 1 << 20)):
+        second.add_call(fid, duration, duration, ValueError if fid == 4 else None)
+    assert second.has_errors
+    assert window_table.absorb(second, 0, overflow) == (1, 2)  # 3 and 4 overflow; only 4 is new there
+    stats, spilled = window_table.stats, overflow.stats
+    assert sorted(stats) == [1, 2] and sorted(spilled) == [3, 4]
+    assert stats[1][:4] == [3, 0, 500, 300] and stats[1][4] == {bucket_of(100): 2, bucket_of(300): 1}
+    assert stats[2][:4] == [1, 0, 5_000, 2_500]
+    assert spilled[3][:4] == [2, 0, 16, 12] and sum(spilled[3][4].values()) == 2
+    assert spilled[4][:2] == [1, 1] and spilled[4][4] == {bucket_of(1 << 20): 1}
+    with pytest.raises(ValueError):
+        window_table.absorb(window_table, 1, overflow)

@@ -92,10 +92,10 @@ def main():
     gc.collect()
     report = {"rss_before_kb": rss_before, "rss_after_kb": rss_kb(), "n": N, "seconds": round(time.monotonic() - began, 2)}
     if not PLAIN:
-        window = running.windows._window
+        window = running.windows._open  # still open: the exit flush writes it to the store
         report.update(
             routes=len(window.routes),
-            series=len(window.functions),
+            series=running.windows.open_series,
             overflow_routes=window.overflow_routes,
             overflow_series=window.overflow_series,
             requests=sum(stats[0] for stats in window.routes.values()),
