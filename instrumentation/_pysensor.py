@@ -208,25 +208,42 @@ class PythonSensor:
                 finish(*deferred[0])
                 deferred.pop(0)
 
+        # enter() and leave() are called by 3.11 rewritten code, so like the callbacks below they
+        # make no Python-level call before the stack is right: at the recursion limit leave() is
+        # entered (enter() was, at the same depth) but finish() may not be; its exit is deferred.
         def enter(fid):
             now = clock()
             entry = [fid, now, 0, now, 0, None]
-            stack_of().append(entry)
+            try:
+                stack = tls.stack
+            except AttributeError:
+                stack = tls.stack = []
+            stack.append(entry)
             return entry
 
         def leave(entry, exc=None):
             """Final exit of an invocation started by :func:`enter` (3.11 rewritten code)."""
             try:
                 now = clock()
-                stack = stack_of()
-                if stack and stack[-1] is entry:
+                stack = getattr(tls, "stack", None)
+                if not stack:
+                    return
+                if stack[-1] is entry:
                     stack.pop()
                 else:  # leave() of frames above was skipped: drop them with this one
                     for depth in range(len(stack) - 1, -1, -1):
                         if stack[depth] is entry:
                             del stack[depth:]
                             break
-                finish(entry, stack[-1] if stack else None, now, None if isinstance(exc, GeneratorExit) else exc)
+                caller = stack[-1] if stack else None
+                if isinstance(exc, GeneratorExit):
+                    exc = None
+                try:
+                    if deferred:
+                        finish_deferred()
+                    finish(entry, caller, now, exc)
+                except RecursionError:
+                    deferred.append((entry, caller, now, exc, get_request() or sink.background))
             except Exception:  # never into the application
                 self.internal_errors += 1
 

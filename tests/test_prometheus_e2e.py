@@ -289,8 +289,10 @@ def test_versions_lists_both_releases(fleet):
     for s, p in zip(store, prom):
         assert (p["requests"], p["calls"], p["processes"]) == (s["requests"], s["calls"], 1)
         assert p["source"] == "prometheus"
-        # first/last seen: sample timestamps, so within a scrape (+ an export window) of the store's
-        assert abs(p["first_seen"] - s["first_seen"]) < 5 and abs(p["last_seen"] - s["last_seen"]) < 5, (s, p)
+        # first/last seen: Prometheus' are sample timestamps, the store's window bounds. They differ
+        # by the app's start-up before its first scrape and by its idle time after the last request
+        # (empty windows are not written; scrapes go on): a few seconds, more on a loaded machine.
+        assert -2 < p["first_seen"] - s["first_seen"] < 15 and -2 < p["last_seen"] - s["last_seen"] < 15, (s, p)
     assert prom[0]["last_seen"] <= prom[1]["first_seen"]
 
 
