@@ -204,9 +204,17 @@ class PythonSensor:
                     caller[2] += clock() - now  # an error's stack sample is the sensor's time, not the caller's
 
         def finish_deferred():
-            while deferred:
-                finish(*deferred[0])
-                deferred.pop(0)
+            # Taken off the list before finishing, so two threads never record one exit twice.
+            while True:
+                try:
+                    item = deferred.pop(0)
+                except IndexError:
+                    return
+                try:
+                    finish(*item)
+                except RecursionError:  # still too deep here (finish changed nothing): later
+                    deferred.insert(0, item)
+                    raise
 
         # enter() and leave() are called by 3.11 rewritten code, so like the callbacks below they
         # make no Python-level call before the stack is right: at the recursion limit leave() is
