@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from helpers import APPS_DIR, BACKGROUND, REQUEST_TIMEOUT_S, Rotel, clean_env, free_port, parse_rotel_output, strip_ansi, tail, wait_for_port
+from helpers import APPS_DIR, BACKGROUND, REQUEST_TIMEOUT_S, Rotel, clean_env, free_port, latest, parse_rotel_output, strip_ansi, tail, wait_for_port
 
 FAULT_APP = "fault_app"
 WORK_ROUTE = "/work/<int:n>"
@@ -218,17 +218,6 @@ class RotelAt(Rotel):
 
     def parsed_all(self):
         return parse_rotel_output(self.all_output())
-
-
-def latest(points, metric: str, *keys: str) -> dict[tuple, float]:
-    """Cumulative sums of funcsight's metric: the largest value seen per attribute combination."""
-    result: dict[tuple, float] = {}
-    for point in points:
-        if point.metric != metric or point.scope != "funcsight":
-            continue
-        key = tuple(point.attributes.get(k) for k in keys)
-        result[key] = max(result.get(key, 0), point.value or 0)
-    return result
 
 
 def requests_seen(points) -> int:

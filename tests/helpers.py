@@ -316,6 +316,17 @@ class SpanRecord:
     events: list = field(default_factory=list)
 
 
+def latest(points, metric: str, *keys: str) -> dict[tuple, float]:
+    """Cumulative sums of funcsight's metric: the largest value seen per attribute combination."""
+    result: dict[tuple, float] = {}
+    for point in points:
+        if point.metric != metric or point.scope != "funcsight":
+            continue
+        key = tuple(point.attributes.get(k) for k in keys)
+        result[key] = max(result.get(key, 0), point.value or 0)
+    return result
+
+
 def parse_rotel_output(text: str) -> tuple[list[DataPoint], list[SpanRecord]]:
     """Parse what ``--debug-log traces --debug-log metrics --debug-log-verbosity detailed`` prints:
     number data points of every metric and every span, with their attributes."""

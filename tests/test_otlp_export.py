@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import BACKGROUND, clean_env, get_ok
+from helpers import BACKGROUND, clean_env, get_ok, latest
 
 APP = "flask_shop"
 SERVICE, VERSION = "flask-shop-otlp", "3.1"
@@ -44,17 +44,6 @@ def otlp_env(endpoint: str, **extra: str) -> dict[str, str]:
         FUNCSIGHT_SLOW_CALL_MS="5",
         **extra,
     )
-
-
-def latest(points, metric: str, *keys: str) -> dict[tuple, float]:
-    """Cumulative sums: the largest value seen per attribute combination is the total."""
-    result: dict[tuple, float] = {}
-    for point in points:
-        if point.metric != metric or point.scope != "funcsight":
-            continue
-        key = tuple(point.attributes.get(k) for k in keys)
-        result[key] = max(result.get(key, 0), point.value or 0)
-    return result
 
 
 def run_and_check_delivery(start_app, rotel, env: dict[str, str]) -> None:
