@@ -37,7 +37,6 @@ import subprocess
 import sys
 import tempfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 APPS = {"flask": "flaskbench", "fastapi": "fastapibench"}
 NO_MODULE = "funcsight_instructions_no_such_module"
 COLUMNS = [  # key, label, env
@@ -140,10 +139,10 @@ def measure(python: str, workdir: str, app: str, env_extra: dict | None, warmup:
 
 
 def scratch_copy(base: str, app: str, key: str) -> str:
+    from macro import copy_bench_app  # bench/ is this script's directory, so on sys.path
+
     target = os.path.join(base, f"{app}-{key}")
-    ignore = shutil.ignore_patterns("__pycache__")
-    shutil.copytree(os.path.join(HERE, "apps", "shop"), os.path.join(target, "shop"), ignore=ignore)
-    shutil.copytree(os.path.join(HERE, "apps", APPS[app]), target, ignore=ignore, dirs_exist_ok=True)
+    copy_bench_app(APPS[app], target)
     return target
 
 

@@ -200,11 +200,15 @@ def server_env(server: Server) -> dict[str, str]:
     return env
 
 
-def start(server: Server, launcher: str) -> None:
-    # The shop package both apps share, then the app's own files (its modules win).
+def copy_bench_app(directory: str, workdir: str) -> None:
+    """The shop package both apps share, then the app's own files (its modules win)."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(os.path.join(APPS_DIR, "shop"), os.path.join(server.workdir, "shop"), ignore=ignore)
-    shutil.copytree(os.path.join(APPS_DIR, server.app.directory), server.workdir, ignore=ignore, dirs_exist_ok=True)
+    shutil.copytree(os.path.join(APPS_DIR, "shop"), os.path.join(workdir, "shop"), ignore=ignore)
+    shutil.copytree(os.path.join(APPS_DIR, directory), workdir, ignore=ignore, dirs_exist_ok=True)
+
+
+def start(server: Server, launcher: str) -> None:
+    copy_bench_app(server.app.directory, server.workdir)
     command = [part.replace("{port}", str(server.port)) for part in server.app.command]
     if server.variant.launcher:
         command = [launcher] + command

@@ -155,12 +155,10 @@ class PythonSensor:
                 table = sink.background
             # The only Python-level call comes before the first change, so at the recursion limit
             # this either records the call whole or raises having changed nothing (see deferred).
-            errors = table.errors
-            key = sample = None
             if exc is not None:
+                errors = table.errors
                 key = (fid, type(exc))
-                if key not in errors:
-                    sample = sink.sample_error(exc)
+                sample = sink.sample_error(exc) if key not in errors else None
             stats = table.stats.get(fid)
             if stats is None:
                 stats = table.stats[fid] = [0, 0, 0, 0, {}]
