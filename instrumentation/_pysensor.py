@@ -408,7 +408,11 @@ class PythonSensor:
             event = getattr(monitoring.events, name)
             monitoring.register_callback(self._tool_id, event, callback)
             events |= event
-        monitoring.set_events(self._tool_id, events)
+        self._switch_on(events)
+
+    def _switch_on(self, events: int) -> None:
+        # Every event globally: unsensed code is classified on its first event and disabled.
+        sys.monitoring.set_events(self._tool_id, events)
 
     def stop(self) -> None:
         if self._tool_id is None:

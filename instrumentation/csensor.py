@@ -14,7 +14,11 @@ The extension is optional (see ``setup.py``); :data:`UNAVAILABLE` says why it ca
 
 from __future__ import annotations
 
+import gc
+import sys
 import sysconfig
+import weakref
+from types import FunctionType
 
 from funcsight.instrumentation._pysensor import PythonSensor, Sink, kind_of
 from funcsight.instrumentation.calls import current_request
@@ -48,11 +52,20 @@ class CSensor(PythonSensor):
             raise ImportError(UNAVAILABLE)
         # Before PythonSensor.__init__: it sets internal_errors (a property over the core here).
         self._core = _csensor.Core(self.classify, current_request, int(sink.slow_ns))
+        self._local_events = 0  # sys.monitoring events switched on per sensed code object
+        self._instrumented = weakref.WeakSet()  # code objects with those events on
         super().__init__(registry, selector, sink)
         _csensor.set_stack_sampler(sink.sample_error)
         _bind_sink(sink, self._core)  # last: nothing can fail after the sink is switched to C
 
     # ------------------------------------------------------------ classification (Python, cold)
+    def classify(self, code, module: str) -> int:
+        fid = super().classify(code, module)
+        if fid >= 0 and self._local_events:
+            sys.monitoring.set_local_events(self._tool_id, code, self._local_events)
+            self._instrumented.add(code)
+        return fid
+
     def adopt(self, code, module: str) -> int:
         # The C core keeps the id in the code object; nothing to remember here.
         return self.adopt_info(function_info(code, module), kind_of(code))
@@ -79,6 +92,28 @@ class CSensor(PythonSensor):
             }
         else:
             self._callbacks = {}
+
+    # ------------------------------------------------------------------------------ switch on/off
+    def _switch_on(self, events: int) -> None:
+        """Events that can be local go on per sensed code object, when a function of it is created
+        (the core's function watcher, ``_csensor.c``) or, for functions that exist already, now.
+        Switched on globally they would cost every unsensed function too, even disabled."""
+        monitoring = sys.monitoring
+        local = monitoring.events.PY_START | monitoring.events.PY_RETURN
+        local |= monitoring.events.PY_YIELD | monitoring.events.PY_RESUME
+        self._local_events = events & local
+        self._instrumented = weakref.WeakSet()
+        monitoring.set_events(self._tool_id, events & ~local)
+        self._core.watch_functions(obj for obj in gc.get_objects() if type(obj) is FunctionType)
+
+    def stop(self) -> None:
+        if self._tool_id is not None and self._local_events:
+            self._core.unwatch_functions()
+            for code in list(self._instrumented):
+                sys.monitoring.set_local_events(self._tool_id, code, 0)
+            self._instrumented = weakref.WeakSet()
+            self._local_events = 0
+        super().stop()
 
     def rewrite_hooks(self) -> tuple:
         """The 3.11 rewriter's hook set (``rewrite._HOOK_NAMES`` order) with the C core's

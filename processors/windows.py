@@ -58,7 +58,7 @@ def exception_name(exc_type: type) -> str:
 @dataclass
 class _OpenWindow:
     start: float
-    tables: dict = field(default_factory=dict)  # (route, table type) -> call table of that route
+    tables: dict = field(default_factory=dict)  # table type -> {route -> call table of that route}
     series: int = 0  # function x route entries in all tables
     errors: dict = field(default_factory=dict)
     routes: dict = field(default_factory=dict)
@@ -68,13 +68,14 @@ class _OpenWindow:
 
     def close(self, end: float) -> Window:
         functions: dict = {}
-        for (route, _type), table in self.tables.items():
-            for fid, stats in table.stats.items():
-                into = functions.get((fid, route))
-                if into is None:
-                    functions[(fid, route)] = stats
-                else:  # the same route under two table types (the background before the C sensor took over)
-                    merge_stats(into, stats)
+        for by_route in self.tables.values():
+            for route, table in by_route.items():
+                for fid, stats in table.stats.items():
+                    into = functions.get((fid, route))
+                    if into is None:
+                        functions[(fid, route)] = stats
+                    else:  # the same route under two table types (background before the C sensor took over)
+                        merge_stats(into, stats)
         return Window(self.start, end, functions, self.errors, self.routes, self.samples,
                       self.overflow_series, self.overflow_routes)
 
@@ -94,17 +95,22 @@ class WindowAggregator:
     def add_request(self, route: str, table: CallTable, duration_ns: int, failed: bool) -> None:
         with self._lock:
             window = self._open
-            if route not in window.routes and len(window.routes) >= self.max_routes:
-                window.overflow_routes += 1
-                route = OVERFLOW_ROUTE
-            stats = window.routes.get(route)
+            routes = window.routes
+            stats = routes.get(route)
             if stats is None:
-                stats = window.routes[route] = [0, 0, 0, {}]
+                if len(routes) >= self.max_routes:
+                    window.overflow_routes += 1
+                    route = OVERFLOW_ROUTE
+                    stats = routes.get(route)
+                if stats is None:
+                    stats = routes[route] = [0, 0, 0, {}]
             stats[0] += 1
-            stats[1] += 1 if failed else 0
+            if failed:
+                stats[1] += 1
             stats[2] += duration_ns
+            histogram = stats[3]
             bucket = bucket_of(duration_ns)
-            stats[3][bucket] = stats[3].get(bucket, 0) + 1
+            histogram[bucket] = histogram.get(bucket, 0) + 1
             self._merge(window, route, table)
 
     def add_background(self, table: CallTable) -> None:
@@ -113,14 +119,14 @@ class WindowAggregator:
                 self._merge(self._open, BACKGROUND_ROUTE, table)
 
     def _merge(self, window: _OpenWindow, route: str, table: CallTable) -> None:
-        tables = window.tables
         table_type = type(table)
-        into = tables.get((route, table_type))
+        tables = window.tables.get(table_type)
+        if tables is None:
+            tables = window.tables[table_type] = {OVERFLOW_ROUTE: table_type()}
+        into = tables.get(route)
         if into is None:
-            into = tables[(route, table_type)] = table_type()
-        overflow = tables.get((OVERFLOW_ROUTE, table_type))
-        if overflow is None:
-            overflow = tables[(OVERFLOW_ROUTE, table_type)] = table_type()
+            into = tables[route] = table_type()
+        overflow = tables[OVERFLOW_ROUTE]
         created, overflowed = into.absorb(table, self.max_series - window.series, overflow)
         window.series += created
         window.overflow_series += overflowed
