@@ -32,7 +32,12 @@ def extensions():
             "funcsight.instrumentation._csensor",
             ["instrumentation/_csensor.c"],
             optional=not REQUIRE_C,
-        )
+        ),
+        Extension(
+            "funcsight.processors._crollup",
+            ["processors/_crollup.c"],
+            optional=not REQUIRE_C,
+        ),
     ]
 
 

@@ -1,9 +1,11 @@
 """The C sensor: :class:`PythonSensor`'s classification with the hot path of ``_csensor.c``.
 
 Classification (which code is sensed, function identity, the registry) is the Python twin's, run
-once per code object: the C core calls :meth:`CSensor.classify` on the first event of a code object
-and stores the answer in the code object itself (its PEP 523 ``co_extra`` slot). Every later event
-is handled in C without calling any Python function.
+once per code object: the C core calls :meth:`CSensor.classify` and stores the answer in the code
+object itself (its PEP 523 ``co_extra`` slot). Every event is handled in C without calling any
+Python function. On 3.12+ the core classifies a code object when a function of it is created (a
+CPython function watcher) and sensed code alone gets the PY_START/RETURN/YIELD/RESUME events, as
+local events: switched on globally, they would make all other code pay too (see ``_switch_on``).
 
 Calls go to C call tables (:class:`_csensor.CallTable`, same Python-visible format as
 :class:`calls.CallTable`): the sink is switched to that table type, and its ``background`` becomes

@@ -100,7 +100,7 @@ def _start(**kwargs: Any) -> Running:
         version, version_source = str(resource[names.SERVICE_VERSION]), SOURCE_RESOURCE
 
     windows = WindowAggregator(config.max_series, config.max_routes)
-    processor = RollupSpanProcessor(windows, registry, sink, config.spans_per_trace)
+    processor = RollupSpanProcessor(windows, registry, sink, config.spans_per_trace, config.implementation)
     consumers = []
     writer = bridge = None
     if store_enabled(config):

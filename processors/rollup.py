@@ -22,7 +22,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from funcsight.instrumentation.calls import CallTable, current_request
 from funcsight.instrumentation.registry import FunctionRegistry
-from funcsight.names import HTTP_ROUTE, SCOPE, UNMATCHED_ROUTE
+from funcsight.names import HTTP_ROUTE, OVERFLOW_ROUTE, SCOPE, UNMATCHED_ROUTE
 from funcsight.processors.windows import WindowAggregator
 
 _ENTRY_KINDS = (SpanKind.SERVER, SpanKind.CONSUMER)
@@ -70,13 +70,10 @@ def _server_error(attributes) -> bool:
 
 
 # Every span the process starts and ends passes through on_start/on_end, and each public property
-# of an SDK span is a Python call (``attributes`` also wraps the mapping, whose ``get`` is two more):
-# they were most of the processor's cost per request. So the processor reads the fields those
-# properties return, after checking once, here, that this SDK keeps them there; else it uses the
-# properties. SpanContext is a tuple: (trace_id, span_id, is_remote, trace_flags, ...).
-_NO_ATTRIBUTES: dict = {}
-
-
+# of an SDK span is a Python call (``attributes`` also wraps the mapping, whose ``get`` is two more).
+# The C twin of these methods (``_crollup.c``) reads the fields those properties return instead,
+# once this checks that this SDK keeps them there. SpanContext is a tuple:
+# (trace_id, span_id, is_remote, trace_flags, ...).
 def _sdk_fields_readable() -> bool:
     try:
         from opentelemetry.attributes import BoundedAttributes
@@ -104,15 +101,12 @@ def _sdk_fields_readable() -> bool:
         return False
 
 
-def _attributes_of(span):
-    """The span's attribute dict (fast path): the SDK keeps a BoundedAttributes over a dict."""
-    attributes = span._attributes
-    if attributes is None:
-        return _NO_ATTRIBUTES
-    return getattr(attributes, "_dict", attributes)
-
-
 SDK_FIELDS_READABLE = _sdk_fields_readable()
+
+try:
+    from funcsight.processors import _crollup
+except ImportError:  # the extension is optional (setup.py)
+    _crollup = None
 
 
 class RollupSpanProcessor(SpanProcessor):
@@ -122,6 +116,7 @@ class RollupSpanProcessor(SpanProcessor):
         registry: FunctionRegistry,
         sink,
         spans_per_trace: int = 20,
+        implementation: str = "c",
     ):
         self.windows = windows
         self.sink = sink
@@ -134,94 +129,75 @@ class RollupSpanProcessor(SpanProcessor):
         # (root span context, [(fid, start, end, exc_type)]) waiting for the export thread.
         self.pending_spans: deque = deque()
         self._lock = threading.Lock()
-        if not SDK_FIELDS_READABLE:  # instance attributes: the SDK calls these instead
-            self.on_start, self.on_end = self._on_start_public, self._on_end_public
+        self.implementation = "python"
+        self._failures = 0  # spans left alone after an internal failure (the C twin counts its own)
+        self._core = None
+        if implementation != "python" and _crollup is not None and SDK_FIELDS_READABLE:
+            core = _crollup.RollupCore(
+                self, self._open, self._by_trace, current_request, windows, self._roll_up_child,
+                self._queue_spans, route_of, _FRAMING_SCOPES, SpanKind.SERVER, SpanKind.CONSUMER,
+                StatusCode.ERROR, OVERFLOW_ROUTE, _MAX_OPEN_REQUESTS,
+            )
+            # Instance attributes: the SDK calls the C methods, without a Python frame per span.
+            self.on_start, self.on_end, self._on_ending = core.on_start, core.on_end, core.on_ending
+            self.implementation = "c"
+            self._core = core
+
+    @property
+    def failures(self) -> int:
+        """Spans left alone because reading or rolling them up failed (never raised to the app)."""
+        return self._core.failures if self._core is not None else self._failures
 
     # ------------------------------------------------------------------- SpanProcessor interface
     def on_start(self, span, parent_context=None) -> None:
         try:
             # Runs for every span the process starts: the fewest reads that decide.
-            if span._kind not in _ENTRY_KINDS or not self.enabled:
-                return
-            parent = span._parent  # the SDK keeps a valid parent or None
-            if parent is not None and not parent[2]:
-                return  # not a local root: its calls belong to the enclosing request
-            context = span._context
-            self._open_request(context, context[0], context[1], context[3] & 1)
-        except Exception:  # a span processor must never raise into the application
-            pass
-
-    def on_end(self, span: ReadableSpan) -> None:
-        try:
-            context = span._context
-            table = self._open.pop(context[1], None)
-            if table is None:
-                if self._by_trace:  # else no request is open: nothing to roll up into
-                    scope = span._instrumentation_scope
-                    if scope is None or scope._name not in _FRAMING_SCOPES:
-                        self._roll_up_child(span, context[0])
-                return
-            attributes = _attributes_of(span)
-            route = attributes.get(HTTP_ROUTE)
-            if not route or type(route) is not str:
-                route = route_of(span, attributes)
-            failed = span._status._status_code is StatusCode.ERROR or _server_error(attributes)
-            self._close_request(table, route, span._end_time, span._start_time, failed)
-        except Exception:
-            pass
-
-    # The same, through the SDK's public properties (an SDK that keeps its fields elsewhere).
-    def _on_start_public(self, span, parent_context=None) -> None:
-        try:
             if span.kind not in _ENTRY_KINDS or not self.enabled:
                 return
-            parent = span.parent
+            parent = span.parent  # the SDK keeps a valid parent or None
             if parent is not None and not parent.is_remote:
+                return  # not a local root: its calls belong to the enclosing request
+            if len(self._open) >= _MAX_OPEN_REQUESTS:
                 return
             context = span.get_span_context()
-            self._open_request(context, context.trace_id, context.span_id, context.trace_flags.sampled)
-        except Exception:
-            pass
+            budget = self.spans_per_trace if context.trace_flags.sampled else 0
+            table = self.sink.table_type(budget, context.trace_id, context)
+            self._open[context.span_id] = table
+            self._by_trace[context.trace_id] = table
+            current_request.set(table)
+        except Exception:  # a span processor must never raise into the application
+            self._failures += 1
 
-    def _on_end_public(self, span: ReadableSpan) -> None:
+    def on_end(self, span: ReadableSpan) -> None:
         try:
             context = span.get_span_context()
             table = self._open.pop(context.span_id, None)
             if table is None:
-                if self._by_trace:
+                if self._by_trace:  # else no request is open: nothing to roll up into
                     scope = span.instrumentation_scope
                     if scope is None or scope.name not in _FRAMING_SCOPES:
                         self._roll_up_child(span, context.trace_id)
                 return
+            # The table stays current in the request's context until the next request replaces
+            # it: closed, the sensor writes nothing more into it (later calls go to background).
+            table.open = False
+            trace_id = table.trace_id
+            if self._by_trace.get(trace_id) is table:
+                del self._by_trace[trace_id]
             attributes = span.attributes or {}
             failed = span.status.status_code is StatusCode.ERROR or _server_error(attributes)
-            self._close_request(table, route_of(span, attributes), span.end_time, span.start_time, failed)
+            duration = max(0, (span.end_time or 0) - (span.start_time or 0))
+            self.windows.add_request(route_of(span, attributes), table, duration, failed)
+            if table.spans:
+                self._queue_spans(table)
         except Exception:
-            pass
+            self._failures += 1
 
-    # --------------------------------------------------------------------------------- requests
-    def _open_request(self, context, trace_id: int, span_id: int, sampled) -> None:
-        if len(self._open) >= _MAX_OPEN_REQUESTS:
-            return
-        table = self.sink.table_type(self.spans_per_trace if sampled else 0, trace_id, context)
-        self._open[span_id] = table
-        self._by_trace[trace_id] = table
-        current_request.set(table)
-
-    def _close_request(self, table, route: str, end_time, start_time, failed: bool) -> None:
-        # The table stays current in the request's context until the next request replaces it:
-        # closed, the sensor writes nothing more into it (calls after the end go to background).
-        table.open = False
-        trace_id = table.trace_id
-        if self._by_trace.get(trace_id) is table:
-            del self._by_trace[trace_id]
-        duration = max(0, (end_time or 0) - (start_time or 0))
-        self.windows.add_request(route, table, duration, failed)
-        if table.spans:
-            if len(self.pending_spans) < _MAX_PENDING_SPAN_BATCHES:
-                self.pending_spans.append((table.root, table.spans))
-            else:
-                self.dropped_span_batches += 1
+    def _queue_spans(self, table) -> None:
+        if len(self.pending_spans) < _MAX_PENDING_SPAN_BATCHES:
+            self.pending_spans.append((table.root, table.spans))
+        else:
+            self.dropped_span_batches += 1
 
     def _roll_up_child(self, span: ReadableSpan, trace_id: int) -> None:
         # Called for spans outside the request's framing scopes (rejected first: most are those).
@@ -249,8 +225,8 @@ class RollupSpanProcessor(SpanProcessor):
     def reset_after_fork(self) -> None:
         for table in self._open.values():
             table.open = False
-        self._open = {}
-        self._by_trace = {}
+        self._open.clear()  # in place: the C twin holds these two dicts
+        self._by_trace.clear()
         self.pending_spans = deque()
 
 

@@ -130,8 +130,10 @@ class WindowAggregator:
         created, overflowed = into.absorb(table, self.max_series - window.series, overflow)
         window.series += created
         window.overflow_series += overflowed
-        if not table.has_errors:
-            return
+        if table.has_errors:
+            self._merge_errors(window, route, table)
+
+    def _merge_errors(self, window: _OpenWindow, route: str, table: CallTable) -> None:
         errors = window.errors
         for (fid, exc_type), count in table.errors.items():
             key = (fid, route, exception_name(exc_type))

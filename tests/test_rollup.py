@@ -24,13 +24,36 @@ from funcsight.processors.rollup import RollupSpanProcessor
 from funcsight.processors.windows import WindowAggregator
 
 
+def _implementations():
+    from funcsight.instrumentation import csensor
+    from funcsight.processors import rollup
+
+    params = [pytest.param("python", id="python")]
+    if csensor.available() and rollup._crollup is not None and rollup.SDK_FIELDS_READABLE:
+        params.append(pytest.param("c", id="c"))
+    return params
+
+
+@pytest.fixture(autouse=True, params=_implementations())
+def implementation(request, monkeypatch):
+    """Every test runs with the C sensor core and C rollup processor, and with their Python twins."""
+    monkeypatch.setattr(World, "implementation", request.param)
+    return request.param
+
+
 class World:
+    implementation = "python"
+
     def __init__(self, spans_per_trace=5, slow_ms=1.0):
+        from funcsight.instrumentation.csensor import CSensor
+
         self.registry = FunctionRegistry()
         self.sink = Sink(slow_ns=int(slow_ms * 1e6))
-        self.sensor = PythonSensor(self.registry, CodeSelector(Config()), self.sink)
+        sensor_type = CSensor if self.implementation == "c" else PythonSensor
+        self.sensor = sensor_type(self.registry, CodeSelector(Config()), self.sink)
         self.windows = WindowAggregator(max_series=100, max_routes=10)
-        self.processor = RollupSpanProcessor(self.windows, self.registry, self.sink, spans_per_trace)
+        self.processor = RollupSpanProcessor(self.windows, self.registry, self.sink, spans_per_trace, self.implementation)
+        assert self.processor.implementation == self.implementation
         self.exported = InMemorySpanExporter()
         self.provider = TracerProvider()
         self.provider.add_span_processor(self.processor)
@@ -172,6 +195,26 @@ def test_series_and_route_caps_count_the_overflow():
     assert window.overflow_routes == 1
     assert window.overflow_series > 0
     assert sum(stats[0] for stats in window.functions.values()) == 15  # no call lost
+
+
+def test_spans_the_processor_cannot_read_are_left_alone_and_counted_never_raised():
+    from opentelemetry.sdk.trace import ReadableSpan
+
+    world = World()
+    fid = world.fid("app.f")
+    odd = [object(), None, ReadableSpan("no context"), ReadableSpan("short context", context=(1,))]
+    for span in odd:
+        world.processor.on_start(span)
+        world.processor.on_end(span)
+    # on_start fails for the two non-spans; on_end for all four (the ReadableSpans are INTERNAL:
+    # on_start decides from the kind alone).
+    assert world.processor.failures == 6
+    with world.tracer.start_as_current_span("GET", kind=SpanKind.SERVER, attributes={"http.route": "/ok"}):
+        world.call(fid)
+    window = world.window()
+    assert window.routes["/ok"][0] == 1
+    assert window.functions[(fid, "/ok")][0] == 1
+    assert world.processor.failures == 6
 
 
 @pytest.mark.parametrize("shutdowns", [1, 3])

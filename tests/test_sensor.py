@@ -13,6 +13,7 @@ import asyncio
 import gc
 import importlib
 import itertools
+import json
 import logging
 import os
 import random
@@ -275,6 +276,68 @@ def test_calls_and_errors_are_exact(h):
     assert 0 <= leaf[3] <= leaf[2]
     assert h.depth() == 0
     assert h.core.internal_errors == 0
+
+
+EARLY = """
+def early(x):
+    return x + 1
+
+
+def make_closure(k):
+    def closure(x):
+        return x * k
+    return closure
+"""
+
+
+@pytest.mark.skipif(not hasattr(sys, "monitoring"), reason="3.11 rewrites modules imported after the start")
+def test_functions_made_before_and_after_the_start_are_sensed(impl, tmp_path, monkeypatch):
+    """On 3.12+ the C sensor switches events on per sensed code object: for functions that exist
+    when it starts (a walk of the heap) and for every function created later (a function watcher),
+    including closures made at run time and code made by exec()."""
+    _require(impl)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    name = f"fs_sample_early_{impl}_{next(_names)}"
+    (tmp_path / f"{name}.py").write_text(EARLY)
+    importlib.invalidate_caches()
+    module = importlib.import_module(name)  # imported before any sensor runs
+    config = Config(include=("fs_sample_*",), implementation=impl)
+    registry, sink = FunctionRegistry(), Sink()
+    sensor = make_sensor(config, registry, CodeSelector(config), sink)
+    sensor.start()
+    try:
+        namespace = {"__name__": name}
+        exec("def made_by_exec(x):\n    return -x\n", namespace)
+        for i in range(3):
+            module.early(i)
+            module.make_closure(i)(i)
+            namespace["made_by_exec"](i)
+    finally:
+        sensor.stop()
+        sys.modules.pop(name, None)
+    for function, calls in (("early", 3), ("make_closure", 3), ("make_closure.<locals>.closure", 3), ("made_by_exec", 3)):
+        fid = registry.lookup(f"{name}.{function}")
+        assert fid is not None, function
+        assert sink.background.stats[fid][0] == calls, function
+
+
+@pytest.mark.skipif(not hasattr(sys, "monitoring"), reason="sys.monitoring is 3.12+")
+@pytest.mark.parametrize("impl", ["c"])  # the Python sensor switches its events on globally
+def test_the_c_sensor_gives_events_to_sensed_code_only_and_takes_them_back(make, impl):
+    _require(impl)
+    h = make()
+    monitoring = sys.monitoring
+    events = monitoring.events
+    tool = h.core._tool_id
+    local = events.PY_START | events.PY_RETURN | events.PY_YIELD | events.PY_RESUME
+    assert monitoring.get_events(tool) == events.PY_UNWIND | events.PY_THROW
+    assert h.mod.leaf(1) is not None
+    assert monitoring.get_local_events(tool, h.mod.leaf.__code__) == local
+    assert monitoring.get_local_events(tool, json.JSONEncoder.encode.__code__) == 0
+    assert h.calls("leaf") == 1
+    h.stop()
+    assert monitoring.get_local_events(tool, h.mod.leaf.__code__) == 0
+    assert monitoring.get_tool(tool) is None
 
 
 def test_exceptions_through_unsensed_code_are_untouched(h):
