@@ -138,7 +138,7 @@ def measure(python: str, workdir: str, app: str, env_extra: dict | None, warmup:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "FUNCSIGHT_"))}
     env.update(OTEL_TRACES_EXPORTER="none", OTEL_METRICS_EXPORTER="none", OTEL_LOGS_EXPORTER="none",
                FUNCSIGHT_DB=os.path.join(workdir, "funcsight.db"), FUNCSIGHT_EXPORT_INTERVAL="3600",
-               PYTHONPATH=workdir, FUNCSIGHT_APP_DIR=workdir, **(env_extra or {}))
+               PYTHONPATH=workdir, FUNCSIGHT_APP_DIR=workdir, PYTHONHASHSEED="0", **(env_extra or {}))
     command = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--callgrind-out-file=/dev/null",
                python, os.path.abspath(__file__), "--child", app, "1" if env_extra is not None else "0",
                str(warmup), str(requests)]

@@ -55,7 +55,7 @@ class CSensor(PythonSensor):
         # Before PythonSensor.__init__: it sets internal_errors (a property over the core here).
         self._core = _csensor.Core(self.classify, current_request, int(sink.slow_ns))
         self._local_events = 0  # sys.monitoring events switched on per sensed code object
-        self._instrumented = weakref.WeakSet()  # code objects with those events on
+        self._instrumented: dict = {}  # id(code) -> weak reference, for code with those events on
         super().__init__(registry, selector, sink)
         _csensor.set_stack_sampler(sink.sample_error)
         _bind_sink(sink, self._core)  # last: nothing can fail after the sink is switched to C
@@ -65,7 +65,10 @@ class CSensor(PythonSensor):
         fid = super().classify(code, module)
         if fid >= 0 and self._local_events:
             sys.monitoring.set_local_events(self._tool_id, code, self._local_events)
-            self._instrumented.add(code)
+            # By identity: code objects compare equal by content (a WeakSet would merge two
+            # modules' copies of one function and leave one instrumented after stop()).
+            instrumented = self._instrumented
+            instrumented[id(code)] = weakref.ref(code, lambda _ref, key=id(code): instrumented.pop(key, None))
         return fid
 
     def adopt(self, code, module: str) -> int:
@@ -104,16 +107,18 @@ class CSensor(PythonSensor):
         local = monitoring.events.PY_START | monitoring.events.PY_RETURN
         local |= monitoring.events.PY_YIELD | monitoring.events.PY_RESUME
         self._local_events = events & local
-        self._instrumented = weakref.WeakSet()
+        self._instrumented = {}
         monitoring.set_events(self._tool_id, events & ~local)
         self._core.watch_functions(obj for obj in gc.get_objects() if type(obj) is FunctionType)
 
     def stop(self) -> None:
         if self._tool_id is not None and self._local_events:
             self._core.unwatch_functions()
-            for code in list(self._instrumented):
-                sys.monitoring.set_local_events(self._tool_id, code, 0)
-            self._instrumented = weakref.WeakSet()
+            for ref in list(self._instrumented.values()):
+                code = ref()
+                if code is not None:
+                    sys.monitoring.set_local_events(self._tool_id, code, 0)
+            self._instrumented = {}
             self._local_events = 0
         super().stop()
 
