@@ -315,10 +315,10 @@ def test_functions_made_before_and_after_the_start_are_sensed(impl, tmp_path, mo
     finally:
         sensor.stop()
         sys.modules.pop(name, None)
-    for function, calls in (("early", 3), ("make_closure", 3), ("make_closure.<locals>.closure", 3), ("made_by_exec", 3)):
+    for function, expected in (("early", 3), ("make_closure", 3), ("make_closure.<locals>.closure", 3), ("made_by_exec", 3)):
         fid = registry.lookup(f"{name}.{function}")
         assert fid is not None, function
-        assert sink.background.stats[fid][0] == calls, function
+        assert sink.background.stats[fid][0] == expected, function
 
 
 @pytest.mark.skipif(not hasattr(sys, "monitoring"), reason="sys.monitoring is 3.12+")
