@@ -107,6 +107,7 @@ fold_locked(RollupCore *self, PyObject *route, PyObject *table, int64_t duration
 {
     PyObject *window = NULL, *routes = NULL, *tables = NULL, *has_errors = NULL, *series = NULL;
     PyObject *max_series = NULL, *room = NULL, *absorbed = NULL, *bucket = NULL;
+    PyObject *stats = NULL, *into = NULL, *overflow = NULL; /* held: absorb() may run Python code */
     int rc = -1;
     if ((window = PyObject_GetAttr(self->windows, s_window)) == NULL ||
         (routes = PyObject_GetAttr(window, s_routes)) == NULL ||
@@ -116,12 +117,12 @@ fold_locked(RollupCore *self, PyObject *route, PyObject *table, int64_t duration
     rc = 1;
     if (has_errors != Py_False || !PyDict_CheckExact(routes) || !PyDict_CheckExact(tables))
         goto done;
-    PyObject *stats = PyDict_GetItemWithError(routes, route); /* borrowed, as the next three */
-    PyObject *by_type = PyDict_GetItemWithError(tables, (PyObject *)Py_TYPE(table));
+    stats = Py_XNewRef(PyDict_GetItemWithError(routes, route));
+    PyObject *by_type = PyDict_GetItemWithError(tables, (PyObject *)Py_TYPE(table)); /* borrowed */
     if (stats == NULL || by_type == NULL || !PyDict_CheckExact(by_type))
         goto slow;
-    PyObject *into = PyDict_GetItemWithError(by_type, route);
-    PyObject *overflow = into ? PyDict_GetItemWithError(by_type, self->overflow_route) : NULL;
+    into = Py_XNewRef(PyDict_GetItemWithError(by_type, route));
+    overflow = into ? Py_XNewRef(PyDict_GetItemWithError(by_type, self->overflow_route)) : NULL;
     if (into == NULL || overflow == NULL || !PyList_CheckExact(stats) || PyList_GET_SIZE(stats) != 4 ||
         !PyDict_CheckExact(PyList_GET_ITEM(stats, 3)))
         goto slow;
@@ -142,7 +143,11 @@ fold_locked(RollupCore *self, PyObject *route, PyObject *table, int64_t duration
     if (spilled < 0 || attr_add(window, s_series, created) < 0 ||
         (spilled && attr_add(window, s_overflow_series, overflowed) < 0))
         goto done;
-    PyObject *histogram = PyList_GET_ITEM(stats, 3);
+    if (!PyList_CheckExact(stats) || PyList_GET_SIZE(stats) != 4 || !PyDict_CheckExact(PyList_GET_ITEM(stats, 3))) {
+        PyErr_SetString(PyExc_RuntimeError, "a route's statistics changed shape while a request was folded");
+        goto done;
+    }
+    PyObject *histogram = PyList_GET_ITEM(stats, 3); /* borrowed from stats, held */
     if (list_add(stats, 0, 1) < 0 || (failed && list_add(stats, 1, 1) < 0) || list_add(stats, 2, duration) < 0 ||
         (bucket = PyLong_FromLong(bucket_of(duration))) == NULL || dict_increment(histogram, bucket) < 0)
         goto done;
@@ -161,6 +166,9 @@ done:
     Py_XDECREF(room);
     Py_XDECREF(absorbed);
     Py_XDECREF(bucket);
+    Py_XDECREF(stats);
+    Py_XDECREF(into);
+    Py_XDECREF(overflow);
     return rc;
 }
 
