@@ -696,6 +696,10 @@ def test_python_is_used_when_asked_without_a_word(monkeypatch, caplog):
 
 
 def test_the_c_extension_is_built_when_required():
+    from funcsight.processors import rollup
+
     if not REQUIRE_C:
         pytest.skip("FUNCSIGHT_REQUIRE_C is not set")
     assert csensor.available(), csensor.UNAVAILABLE
+    assert rollup._crollup is not None  # the rollup processor's C path, the second extension
+    assert rollup.SDK_FIELDS_READABLE  # else that path stays off: this SDK keeps span fields elsewhere
