@@ -144,7 +144,10 @@ def test_backend_down_from_start_then_back(start_app, rotel_at, baseline, tmp_pa
     dropped = dropped_spans(points)
     print(f"spans delivered {server_spans(spans)}, counted as dropped {dropped}, requests {sent}", flush=True)
     assert dropped > 0, "spans lost during the outage were not counted"
-    assert server_spans(spans) + dropped == sent
+    # A batch whose export timed out on the client may still have reached the backend: it is then
+    # both delivered and counted as dropped (seen once in CI: 984 delivered, 1187 dropped, 1775
+    # sent). No span may be lost without being counted.
+    assert server_spans(spans) <= sent <= server_spans(spans) + dropped
     check_store(db, sent)
 
 

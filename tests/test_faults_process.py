@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from funcsight.instrumentation.instrumentor import SIGTERM_FLUSH_BUDGET_S
+
 from faultkit import (
     FAULT_APP,
     LOGIC,
@@ -175,7 +177,9 @@ def test_multiprocessing_fork_and_spawn_children_start_empty_and_all_arrive(inst
     report = last_json(result.stdout)
     assert report["hung"] == [], f"children that did not end: {report['hung']}"
     assert set(report["exitcodes"].values()) == {0}, report["exitcodes"]
-    assert report["terminate_s"] < 10, report  # a terminated pool's workers end at once
+    # A terminated pool's workers end within their SIGTERM flush budget (10 s), not never. Usually
+    # at once; on a loaded machine one worker's flush has been seen to use the whole budget.
+    assert report["terminate_s"] < SIGTERM_FLUSH_BUDGET_S + 5, report
     assert report["pool_sum"] == 90 and report["terminated_pool_sum"] == 30
 
     by_pid = store_calls_by_pid(db)
