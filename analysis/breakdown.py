@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from funcsight.analysis.percentiles import quantile_ns
+from funcsight.histogram import quantile_ns
 from funcsight.analysis.source import StoreSource
 
 

@@ -34,7 +34,7 @@ import statistics
 from dataclasses import asdict, dataclass, field
 
 from funcsight.analysis.breakdown import AnalysisError, check_filters
-from funcsight.analysis.percentiles import quantile_ns
+from funcsight.histogram import quantile_ns
 from funcsight.analysis.source import Aggregate, RouteAggregate
 from funcsight.analysis.stats import mann_whitney_greater, proportion_increase_p, rate_increase_p, welch_greater
 

@@ -60,7 +60,7 @@ import urllib.request
 from funcsight import names
 from funcsight.analysis.breakdown import AnalysisError
 from funcsight.analysis.source import Aggregate, RouteAggregate, VersionInfo
-from funcsight.instrumentation.calls import bucket_bounds, bucket_of
+from funcsight.histogram import buckets_to_hist, le_ns
 
 # Prometheus names of funcsight's metrics (the OpenTelemetry exporter's rendering of names.*).
 FUNCTION_CALLS = "funcsight_function_calls_total"
@@ -132,60 +132,6 @@ def reset_aware_total(values: list[float]) -> float:
         total += value - previous if value >= previous else value
         previous = value
     return total
-
-
-def le_ns(le: str) -> float:
-    """An ``le`` label in nanoseconds (``inf`` for ``+Inf``)."""
-    return math.inf if le.lstrip("+").lower() == "inf" else round(float(le) * 1e9, 3)
-
-
-def fine_bucket_of_bound(le: str) -> int:
-    """The sensor's half-octave bucket just below a finite ``le`` bound (``2**k`` ns -> ``2k + 1``)."""
-    return bucket_of(max(math.ceil(le_ns(le)) - 1, 0))
-
-
-def spread(lower: float, upper: float, count: float, into: dict[int, float]) -> None:
-    """Add ``count`` calls known to lie in ``(lower, upper]`` ns to the sensor's half-octave buckets,
-    evenly over the interval (each fine bucket gets its share of the width): the same assumption
-    as ``histogram_quantile``'s linear interpolation, so percentiles read from the result are the
-    ones Prometheus (and the dashboard) computes from the same buckets."""
-    first, last = bucket_of(int(lower)), bucket_of(max(int(math.ceil(upper)) - 1, 0))
-    shares = {}
-    for index in range(first, last + 1):
-        if index in (1, 3):  # never produced by bucket_of
-            continue
-        low, high = bucket_bounds(index)
-        overlap = min(high, upper) - max(low, lower)
-        if overlap > 0:
-            shares[index] = overlap
-    width = sum(shares.values())
-    if width <= 0:
-        into[last] = into.get(last, 0.0) + count
-        return
-    for index, overlap in shares.items():
-        into[index] = into.get(index, 0.0) + count * overlap / width
-
-
-def buckets_to_hist(cumulative: dict[str, float]) -> dict[int, float]:
-    """Cumulative Prometheus buckets (``le -> calls at or below``) to the sensor's
-    ``{half-octave bucket: calls}``. Calls of a bucket ``(previous le, le]`` are spread evenly
-    over it (see :func:`spread`); calls above the largest finite ``le`` go to the half-octave
-    bucket just above it. Counts may be fractional; their sum is the ``+Inf`` count."""
-    bounds = sorted((le_ns(le), value) for le, value in cumulative.items())
-    hist: dict[int, float] = {}
-    lower, below = 0.0, 0.0
-    for upper, value in bounds:
-        count = max(0.0, round(value) - below)
-        if count:
-            if math.isinf(upper):
-                top = bucket_of(int(lower))
-                hist[top] = hist.get(top, 0.0) + count
-            else:
-                spread(lower, upper, count, hist)
-        below = max(below, round(value))
-        if not math.isinf(upper):
-            lower = upper
-    return hist
 
 
 class PrometheusSource:

@@ -12,7 +12,7 @@ import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from funcsight.analysis.percentiles import merge
+from funcsight.histogram import merge
 from funcsight.store.db import StoreError, open_for_reading
 
 

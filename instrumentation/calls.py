@@ -5,14 +5,14 @@ A call table maps a function id to ``[calls, errors, total_ns, self_ns, {bucket:
 call ran in (found through a context variable, so threads and asyncio tasks never mix); the rollup
 processor folds a request's table into its window once the request's route is known.
 
-Durations are binned exactly into half-octave buckets: bucket ``2n`` holds ``[2**(n-1), 1.5*2**(n-1))``
-ns and bucket ``2n+1`` holds ``[1.5*2**(n-1), 2**n)`` (``n`` = bit length). Two shifts compute it, in
-C or Python, and percentiles read from it are within 25 % of the exact value.
+Durations are binned into the half-octave buckets of :mod:`funcsight.histogram`.
 """
 
 from __future__ import annotations
 
 from contextvars import ContextVar
+
+from funcsight.histogram import bucket_of, merge
 
 CALLS, ERRORS, TOTAL_NS, SELF_NS, HIST = range(5)
 
@@ -113,33 +113,12 @@ def frames_of(exc: BaseException) -> tuple:
     return tuple(outer + inner)
 
 
-def bucket_of(duration_ns: int) -> int:
-    n = duration_ns.bit_length()
-    if n < 2:
-        return n << 1
-    return (n << 1) | ((duration_ns >> (n - 2)) & 1)
-
-
-def bucket_bounds(bucket: int) -> tuple[float, float]:
-    """``[lower, upper)`` in ns of a bucket index."""
-    n, half = bucket >> 1, bucket & 1
-    if n == 0:
-        return 0.0, 1.0
-    base = float(1 << (n - 1))
-    return (base * 1.5, base * 2.0) if half else (base, base * 1.5 if n > 1 else base * 2.0)
-
-
-def merge_hist(into: dict[int, int], other: dict[int, int]) -> None:
-    for bucket, count in other.items():
-        into[bucket] = into.get(bucket, 0) + count
-
-
 def merge_stats(into: list, other: list) -> None:
     into[CALLS] += other[CALLS]
     into[ERRORS] += other[ERRORS]
     into[TOTAL_NS] += other[TOTAL_NS]
     into[SELF_NS] += other[SELF_NS]
-    merge_hist(into[HIST], other[HIST])
+    merge(into[HIST], other[HIST])
 
 
 def new_stats() -> list:

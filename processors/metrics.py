@@ -18,30 +18,9 @@ import threading
 from opentelemetry.metrics import Meter
 
 from funcsight import names
+from funcsight.histogram import LE_LABELS, cumulative_le_counts
 from funcsight.instrumentation.registry import FunctionRegistry
 from funcsight.processors.windows import Window
-
-LE_EXPONENTS = tuple(range(10, 35, 2))  # bucket upper bounds 2**k ns
-LE_LABELS = tuple(repr((1 << k) / 1e9) for k in LE_EXPONENTS) + ("+Inf",)
-
-
-def cumulative_le_counts(hist: dict[int, int]) -> list[int]:
-    """Counts of calls at or below each ``LE_LABELS`` bound, from the sensor's fine buckets."""
-    per_bound = [0] * (len(LE_EXPONENTS) + 1)
-    for bucket, count in hist.items():
-        bit_length = bucket >> 1  # every duration in the bucket is below 2**bit_length ns
-        for index, exponent in enumerate(LE_EXPONENTS):
-            if bit_length <= exponent:
-                per_bound[index] += count
-                break
-        else:
-            per_bound[-1] += count
-    running = 0
-    for index, count in enumerate(per_bound):
-        running += count
-        per_bound[index] = running
-    return per_bound
-
 
 class MetricsBridge:
     def __init__(self, meter: Meter, registry: FunctionRegistry, version: str, meter_provider=None):

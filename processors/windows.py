@@ -14,7 +14,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from funcsight.instrumentation.calls import CallTable, bucket_of, merge_stats
+from funcsight.histogram import bucket_of
+from funcsight.instrumentation.calls import CallTable, merge_stats
 from funcsight.names import BACKGROUND_ROUTE, OVERFLOW_ROUTE
 
 

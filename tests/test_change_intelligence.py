@@ -554,7 +554,7 @@ def _null_diff(rng, functions: int = 30, calls: int = 150) -> bool:
     distribution (log-normal around 1 ms): True when anything is reported."""
     from funcsight.analysis.compare import diff
     from funcsight.analysis.source import Aggregate, RouteAggregate
-    from funcsight.instrumentation.calls import bucket_of
+    from funcsight.histogram import bucket_of
 
     aggregates, routes = {}, {}
     for version in ("a", "b"):

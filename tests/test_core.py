@@ -6,11 +6,9 @@ import random
 
 import pytest
 
-from funcsight.analysis.percentiles import quantile_ns
 from funcsight.config import Config, ConfigError
-from funcsight.instrumentation.calls import bucket_bounds, bucket_of
 from funcsight.instrumentation.registry import FunctionRegistry, code_hash, function_info
-from funcsight.processors.metrics import LE_EXPONENTS, cumulative_le_counts
+from funcsight.histogram import LE_EXPONENTS, bucket_bounds, bucket_of, cumulative_le_counts, quantile_ns
 
 
 @pytest.mark.parametrize("value", [0, 1, 2, 3, 5, 7, 8, 1000, 1499, 1500, 123_456_789, 2**40 + 12345])

@@ -32,11 +32,17 @@ from pathlib import Path
 import pytest
 from helpers import clean_env, free_port, run_cli, tail, wait_for_port
 
-from funcsight.analysis.percentiles import quantile_ns
-from funcsight.analysis.prometheus import buckets_to_hist, fine_bucket_of_bound, reset_aware_total
+from funcsight.analysis.prometheus import reset_aware_total
 from funcsight.demo.sample_app import RELEASES, traffic
-from funcsight.instrumentation.calls import bucket_bounds
-from funcsight.processors.metrics import LE_EXPONENTS, LE_LABELS, cumulative_le_counts
+from funcsight.histogram import (
+    LE_EXPONENTS,
+    LE_LABELS,
+    bucket_bounds,
+    buckets_to_hist,
+    cumulative_le_counts,
+    fine_bucket_of_bound,
+    quantile_ns,
+)
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "dashboards" / "funcsight.json"
 REQUESTS_PER_RELEASE = 300

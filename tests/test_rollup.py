@@ -15,7 +15,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from funcsight.config import Config
 from funcsight.exporters.pipeline import ExportPipeline
 from funcsight.instrumentation._pysensor import PLAIN, PythonSensor, Sink
-from funcsight.instrumentation.calls import bucket_of
+from funcsight.histogram import bucket_of
 from funcsight.instrumentation.registry import FUNCTION, FunctionInfo, FunctionRegistry
 from funcsight.instrumentation.selection import CodeSelector
 from funcsight.names import BACKGROUND_ROUTE, UNMATCHED_ROUTE
