@@ -15,6 +15,15 @@ Tables (also the documented views for SQL readers):
   stack (JSON ``[[function, file, line], ...]``), the message only when captured (opt-in), and the
   request's trace and root span ids.
 * ``spans``: function spans (slow or failing calls in sampled traces) with trace and span ids.
+* ``path_nodes`` (schema 2): per window and route, one row per node of the call tree: ``path`` is
+  the store ids of the functions from the route's entry down to the node, joined by ``/``
+  (``*`` stands for an "(other paths)" node, which has no ``function_id``); calls, errors, total
+  and self time (ns). A function's ``function_stats`` equal the sum over its nodes.
+* ``path_errors`` (schema 2): per window, route, path and exception type: count.
+* ``windows.overflow_paths`` (schema 2): path nodes folded into "(other paths)" by the caps.
+
+Migrations run once, in order, in one transaction each; a store of an older schema is upgraded
+when a writer opens it (readers read it as it is: an old store simply has no paths).
 """
 
 APPLICATION_ID = 0x46534954  # "FSIT": marks the file as a funcsight store
@@ -104,6 +113,28 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX function_errors_window ON function_errors(window_id)",
         "CREATE INDEX route_stats_window ON route_stats(window_id)",
         "CREATE INDEX windows_process ON windows(process_id)",
+    ],
+    [
+        """CREATE TABLE path_nodes (
+            window_id INTEGER NOT NULL REFERENCES windows(id),
+            route TEXT NOT NULL,
+            path TEXT NOT NULL,
+            function_id INTEGER REFERENCES functions(id),
+            calls INTEGER NOT NULL,
+            errors INTEGER NOT NULL,
+            total_ns INTEGER NOT NULL,
+            self_ns INTEGER NOT NULL
+        )""",
+        """CREATE TABLE path_errors (
+            window_id INTEGER NOT NULL REFERENCES windows(id),
+            route TEXT NOT NULL,
+            path TEXT NOT NULL,
+            exception_type TEXT NOT NULL,
+            count INTEGER NOT NULL
+        )""",
+        "ALTER TABLE windows ADD COLUMN overflow_paths INTEGER NOT NULL DEFAULT 0",
+        "CREATE INDEX path_nodes_window ON path_nodes(window_id)",
+        "CREATE INDEX path_errors_window ON path_errors(window_id)",
     ],
 ]
 
