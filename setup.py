@@ -5,6 +5,7 @@ succeeds and funcsight uses its pure-Python sensor. Set ``FUNCSIGHT_REQUIRE_C=1`
 build fail the install (CI does, so a broken extension cannot go unnoticed).
 """
 
+import glob
 import os
 import platform
 
@@ -27,15 +28,24 @@ def extensions():
     supported = platform.python_implementation() == "CPython" and os.name == "posix"
     if not supported and not REQUIRE_C:
         return []
+    # Both include "funcsight/histogram.h" (the bucket scheme they share), hence the project root on
+    # the include path. The sensor is one compilation unit: _csensor.c #includes its parts from
+    # instrumentation/csensor/. `depends` makes an edit of a header rebuild the extension
+    # (MANIFEST.in puts the headers in the sdist).
+    histogram = ["funcsight/histogram.h"]
     return [
         Extension(
             "funcsight.instrumentation._csensor",
             ["instrumentation/_csensor.c"],
+            include_dirs=["."],
+            depends=sorted(glob.glob("instrumentation/csensor/*.h")) + histogram,
             optional=not REQUIRE_C,
         ),
         Extension(
             "funcsight.processors._crollup",
             ["processors/_crollup.c"],
+            include_dirs=["."],
+            depends=histogram,
             optional=not REQUIRE_C,
         ),
     ]

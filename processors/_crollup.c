@@ -17,6 +17,8 @@
 #include <Python.h>
 #include <structmember.h>
 
+#include "funcsight/histogram.h" /* fs_bucket_of: calls.bucket_of, shared with the sensor */
+
 typedef struct {
     PyObject_HEAD
     PyObject *processor;       /* the RollupSpanProcessor: enabled, spans_per_trace, sink */
@@ -47,17 +49,6 @@ static inline int
 is_span_context(PyObject *context)
 {
     return PyTuple_Check(context) && PyTuple_GET_SIZE(context) >= 4;
-}
-
-/* calls.bucket_of: the histogram bucket of a duration (two buckets per power of two). */
-static long
-bucket_of(int64_t ns)
-{
-    uint64_t v = ns > 0 ? (uint64_t)ns : 0;
-    int n = v ? 64 - __builtin_clzll(v) : 0;
-    if (n < 2)
-        return n << 1;
-    return (n << 1) | (long)((v >> (n - 2)) & 1);
 }
 
 /* list[index] += amount */
@@ -149,7 +140,7 @@ fold_locked(RollupCore *self, PyObject *route, PyObject *table, int64_t duration
     }
     PyObject *histogram = PyList_GET_ITEM(stats, 3); /* borrowed from stats, held */
     if (list_add(stats, 0, 1) < 0 || (failed && list_add(stats, 1, 1) < 0) || list_add(stats, 2, duration) < 0 ||
-        (bucket = PyLong_FromLong(bucket_of(duration))) == NULL || dict_increment(histogram, bucket) < 0)
+        (bucket = PyLong_FromLong(fs_bucket_of(duration))) == NULL || dict_increment(histogram, bucket) < 0)
         goto done;
     rc = 0;
     goto done;
@@ -405,6 +396,7 @@ end_request(RollupCore *self, PyObject *span, PyObject *table)
         goto done;
     int failed = code == self->status_error || server_error(attributes);
     int64_t elapsed = time_ns_of(span, s_end_time) - time_ns_of(span, s_start_time);
+    /* max(0, end - start), as rollup.py: the clamp is here, fs_bucket_of takes any int64_t. */
     if (fold(self, route, table, elapsed > 0 ? elapsed : 0, failed) < 0)
         goto done;
     if ((spans = PyObject_GetAttr(table, s_spans)) == NULL)
@@ -594,11 +586,27 @@ static PyTypeObject RollupCoreType = {
     .tp_members = rollup_members,
 };
 
+/* bucket_of(duration_ns): funcsight/histogram.h as this module compiled it (parity tests). */
+static PyObject *
+mod_bucket_of(PyObject *mod, PyObject *arg)
+{
+    long long d = PyLong_AsLongLong(arg);
+    if (d == -1 && PyErr_Occurred())
+        return NULL;
+    return PyLong_FromLong(fs_bucket_of(d));
+}
+
+static PyMethodDef module_methods[] = {
+    {"bucket_of", mod_bucket_of, METH_O, "bucket_of(duration_ns): calls.bucket_of, in C"},
+    {NULL},
+};
+
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "funcsight.processors._crollup",
     .m_doc = "The rollup span processor's per-span path in C.",
     .m_size = -1,
+    .m_methods = module_methods,
 };
 
 PyMODINIT_FUNC

@@ -1,0 +1,204 @@
+/* csensor/core.h: the core both front ends feed (part of _csensor.c's single compilation unit).
+ *
+ * The Core object's layout, the per-thread stack lookup (a thread-local cache in front of a
+ * pthread key), record() (where a finished call goes: the open request's table or the
+ * background, and whether it is kept as a span), finish() and end_segment() (the crediting rules
+ * of _pysensor), and the parking lot of suspended generators: its hash and removal, which
+ * sweep_parked() needs on every version (the slot type, Parked, is in stack.h; parking and
+ * unparking, 3.12+ only, in monitoring.h).
+ * The methods and the type object of Core are in core_type.h, after the front ends.
+ *
+ * Relies on util.h, clock.h (now_ns), tables.h (CallTable, table_count, table_keep_span) and
+ * stack.h (Entry, ThreadStack, Invocation, Parked).
+ */
+
+/* ==================================================================================== the core */
+
+typedef struct {
+    PyObject_HEAD
+    uint64_t epoch;            /* unique per Core: tags this core's co_extra values and TLS cache */
+    pthread_key_t key;         /* this core's per-thread stacks */
+    int key_ok;
+    PyObject *background;      /* CallTable for calls outside an open request */
+    long long slow_ns;         /* calls at least this long are kept as spans (budget permitting) */
+    PyObject *classify;        /* classify(code, module_name) -> fid or -1 */
+    PyObject *request_var;     /* calls.current_request */
+    uint8_t *kinds;            /* by function id (3.11 enter()) */
+    Py_ssize_t n_kinds;
+    Parked *parked;
+    size_t parked_mask, parked_len;
+    int parked_bits;
+    Py_ssize_t internal_errors;
+} Core;
+
+static PyTypeObject CoreType;
+static uint64_t next_epoch = 1;
+static PyObject *str_name;       /* "__name__" */
+static PyObject *str_empty;      /* "" */
+static PyObject *str_cr_running; /* "cr_running" */
+
+/* The stack of the calling thread for this core. The thread-local cache makes the common case
+ * one TLS read and one compare; the pthread key (one per core) owns the memory. initial-exec: a
+ * %fs-relative load instead of a __tls_get_addr call per event (16 bytes of the static TLS
+ * surplus glibc keeps for modules loaded later). */
+#if defined(__GNUC__) && defined(__linux__)
+#define TLS_MODEL __attribute__((tls_model("initial-exec")))
+#else
+#define TLS_MODEL
+#endif
+static __thread TLS_MODEL struct {
+    uint64_t epoch;
+    ThreadStack *stack;
+} tls_cache;
+
+static ThreadStack *
+stack_of_slow(Core *core)
+{
+    if (!core->key_ok)
+        return NULL;
+    ThreadStack *st = pthread_getspecific(core->key);
+    if (st == NULL) {
+        st = calloc(1, sizeof(ThreadStack));
+        if (st == NULL)
+            return NULL;
+        if (pthread_setspecific(core->key, st) != 0) {
+            free(st);
+            return NULL;
+        }
+    }
+    tls_cache.epoch = core->epoch;
+    tls_cache.stack = st;
+    return st;
+}
+
+static inline ThreadStack *
+stack_of(Core *core)
+{
+    if (LIKELY(tls_cache.epoch == core->epoch))
+        return tls_cache.stack;
+    return stack_of_slow(core);
+}
+
+static inline void
+internal_error(Core *core)
+{
+    core->internal_errors++;
+    if (PyErr_Occurred())
+        PyErr_Clear();
+}
+
+/* record(): where a finished call goes and what is counted. `table` is NULL except for calls
+ * swept from the parking lot (the table captured when they were parked). */
+static void
+record(Core *core, int32_t fid, int64_t start, int64_t end, int64_t duration, int64_t self_ns,
+       PyObject *exc, PyObject *table)
+{
+    PyObject *exc_type = exc ? (PyObject *)Py_TYPE(exc) : NULL;
+    PyObject *request = NULL;
+    if (table == NULL) {
+        if (UNLIKELY(PyContextVar_Get(core->request_var, NULL, &request) < 0)) {
+            internal_error(core);
+            request = NULL;
+        }
+        if (request != NULL && CallTable_Check(request) && ((CallTable *)request)->open)
+            table = request;
+        else
+            table = core->background;
+    }
+    if (LIKELY(table != NULL && CallTable_Check(table))) {
+        CallTable *t = (CallTable *)table;
+        if (UNLIKELY(table_count(t, fid, duration, self_ns, exc_type, exc) < 0))
+            internal_error(core);
+        else if (UNLIKELY(t->span_budget > 0 && (exc_type != NULL || duration >= core->slow_ns))) {
+            if (table_keep_span(t, fid, start, end, exc_type) < 0)
+                internal_error(core);
+        }
+    }
+    Py_XDECREF(request);
+}
+
+/* finish(): final exit of an invocation already off the stack. Credits `caller` (the new top, an
+ * awaiter, or NULL) and records the call. As _pysensor: a plain call credits its duration, a
+ * generator its last active segment (earlier ones were credited as they ended), a coroutine its
+ * whole duration (its awaiter waits for it). */
+static inline void
+finish(Core *core, Entry *caller, const Entry *e, int64_t now, PyObject *exc, PyObject *table)
+{
+    int64_t duration = now - e->start, self_ns, credit;
+    if (!e->suspended) {
+        self_ns = duration - e->child;
+        credit = duration;
+    }
+    else if (e->kind == COROUTINE) {
+        self_ns = duration - e->child;
+        credit = duration - e->active;
+    }
+    else {
+        credit = now - e->segment;
+        self_ns = e->active + credit - e->child;
+    }
+    if (caller != NULL)
+        caller->child += credit;
+    record(core, e->fid, e->start, now, duration, self_ns > 0 ? self_ns : 0, exc, table);
+    if (UNLIKELY(exc != NULL && caller != NULL))
+        caller->child += now_ns() - now; /* the stack sample taken for an error is the sensor's
+                                          * time, not the catching caller's */
+}
+
+/* An active segment of `e` ends (yield/suspend; `e` is already off the stack): `caller` is
+ * credited with it. */
+static inline void
+end_segment(Entry *caller, Entry *e, int64_t now)
+{
+    int64_t segment = now - e->segment;
+    e->active += segment;
+    e->segment = now;
+    e->suspended = 1;
+    if (caller != NULL)
+        caller->child += segment;
+}
+
+/* Pop the top slot into *out (its live entry). */
+static inline void
+stack_pop(ThreadStack *st, Entry *out)
+{
+    Entry *slot = &st->items[--st->len];
+    if (LIKELY(slot->owner == NULL)) {
+        *out = *slot;
+        return;
+    }
+    PyObject *owner = slot->owner;
+    *out = ((Invocation *)owner)->e;
+    Py_DECREF(owner);
+}
+
+/* ------------------------------------------------------------------------------- parking lot */
+
+static inline size_t
+parked_hash(Core *core, PyObject *frame)
+{
+    return (size_t)(((uint64_t)(uintptr_t)frame * 0x9E3779B97F4A7C15ull) >> (64 - core->parked_bits));
+}
+
+/* Take slot i out (the caller owns its references now). */
+static void
+parked_remove_at(Core *core, size_t i)
+{
+    size_t mask = core->parked_mask;
+    Parked *slots = core->parked;
+    size_t j = i;
+    for (;;) {
+        j = (j + 1) & mask;
+        if (slots[j].frame == NULL)
+            break;
+        size_t k = parked_hash(core, slots[j].frame);
+        /* slots[j] may move to the hole at i unless its home k lies cyclically in (i, j]. */
+        if (i <= j ? (i < k && k <= j) : (i < k || k <= j))
+            continue;
+        slots[i] = slots[j];
+        i = j;
+    }
+    slots[i].frame = NULL;
+    slots[i].table = NULL;
+    core->parked_len--;
+}

@@ -1,0 +1,306 @@
+/* csensor/core_type.h: Core as a Python type (part of _csensor.c's single compilation unit).
+ *
+ * The cold-path methods (sweep_parked, set_kind, stack_depth, stack_fids), the background getter
+ * and setter, construction, GC support and deallocation, and the method table that exposes both
+ * front ends' callbacks. Included after them, since the method table names their functions.
+ *
+ * Relies on core.h, monitoring.h (3.12+), hooks311.h, table_type.h (CallTableType, to build the
+ * background table), stack.h, clock.h (recalibrate) and util.h.
+ */
+
+/* ========================================================================== cold-path methods */
+
+/* Is the invocation parked under `frame` over? Its generator is gone when the frame no longer
+ * belongs to a generator (a dying generator hands its frame over to the frame object) or when
+ * only the parking lot holds the frame; a generator still referenced may also have completed
+ * (3.13 closes a suspended generator without any event). */
+static int
+parked_is_over(PyObject *frame)
+{
+    if (Py_REFCNT(frame) <= 1)
+        return 1;
+    PyObject *gen = PyFrame_GetGenerator((PyFrameObject *)frame);
+    if (gen == NULL) {
+        PyErr_Clear();
+        return 1;
+    }
+    const char *attr = PyCoro_CheckExact(gen) ? "cr_frame" : PyGen_Check(gen) ? "gi_frame" : "ag_frame";
+    PyObject *live = PyObject_GetAttrString(gen, attr); /* None once the generator completed */
+    Py_DECREF(gen);
+    if (live == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    Py_DECREF(live);
+    return live == Py_None;
+}
+
+/* sweep_parked(): finish invocations whose generator is gone or completed while suspended (3.13
+ * sends no event when a suspended generator is closed or collected), as at the moment it was
+ * parked. The call goes to the table captured at park time (else the current request, else the
+ * background), as the twin. */
+static PyObject *
+core_sweep_parked(Core *core, PyObject *unused)
+{
+    recalibrate(); /* the export thread calls this every interval: keep the TSC map on time */
+    size_t n_over = 0, cap = core->parked ? core->parked_mask + 1 : 0;
+    for (size_t i = 0; i < cap; i++)
+        if (core->parked[i].frame != NULL && parked_is_over(core->parked[i].frame))
+            n_over++;
+    if (n_over == 0)
+        Py_RETURN_NONE;
+    Parked *over = PyMem_Malloc(n_over * sizeof(Parked));
+    if (over == NULL) {
+        internal_error(core);
+        Py_RETURN_NONE;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < cap && n < n_over;) {
+        Parked *p = &core->parked[i];
+        if (p->frame != NULL && parked_is_over(p->frame)) {
+            over[n++] = *p;
+            parked_remove_at(core, i); /* shifts a later slot into i: look at i again */
+        }
+        else
+            i++;
+    }
+    /* The parking lot is consistent; finishing and dropping references may run Python code. */
+    for (size_t j = 0; j < n; j++) {
+        finish(core, NULL, &over[j].entry, over[j].entry.segment, NULL, over[j].table);
+        Py_DECREF(over[j].frame);
+        Py_XDECREF(over[j].table);
+    }
+    PyMem_Free(over);
+    Py_RETURN_NONE;
+}
+
+/* set_kind(fid, kind): what enter(fid) needs to know (called by CSensor.adopt_info). */
+static PyObject *
+core_set_kind(Core *core, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "set_kind(fid, kind)");
+        return NULL;
+    }
+    long fid = PyLong_AsLong(args[0]), kind = PyLong_AsLong(args[1]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (fid < 0 || fid >= INT32_MAX || kind < PLAIN || kind > COROUTINE) {
+        PyErr_SetString(PyExc_ValueError, "fid or kind out of range");
+        return NULL;
+    }
+    if (fid >= core->n_kinds) {
+        Py_ssize_t n = core->n_kinds ? core->n_kinds : 64;
+        while (n <= fid)
+            n *= 2;
+        uint8_t *kinds = PyMem_Realloc(core->kinds, (size_t)n);
+        if (kinds == NULL)
+            return PyErr_NoMemory();
+        memset(kinds + core->n_kinds, PLAIN, (size_t)(n - core->n_kinds));
+        core->kinds = kinds;
+        core->n_kinds = n;
+    }
+    core->kinds[fid] = (uint8_t)kind;
+    Py_RETURN_NONE;
+}
+
+/* stack_depth(): in-flight sensed invocations on the calling thread (tests). */
+static PyObject *
+core_stack_depth(Core *core, PyObject *unused)
+{
+    ThreadStack *st = stack_of(core);
+    return PyLong_FromSsize_t(st ? st->len : 0);
+}
+
+/* stack_fids(): function ids on the calling thread's stack, bottom first (tests, debugging). */
+static PyObject *
+core_stack_fids(Core *core, PyObject *unused)
+{
+    ThreadStack *st = stack_of(core);
+    Py_ssize_t n = st ? st->len : 0;
+    PyObject *out = PyList_New(n);
+    for (Py_ssize_t i = 0; out != NULL && i < n; i++) {
+        PyObject *fid = PyLong_FromLong(live(&st->items[i])->fid);
+        if (fid == NULL)
+            Py_CLEAR(out);
+        else
+            PyList_SET_ITEM(out, i, fid);
+    }
+    return out;
+}
+
+static PyObject *
+core_get_background(Core *core, void *closure)
+{
+    return Py_NewRef(core->background);
+}
+
+static int
+core_set_background(Core *core, PyObject *value, void *closure)
+{
+    if (value == NULL || !CallTable_Check(value)) {
+        PyErr_SetString(PyExc_TypeError, "background must be a _csensor.CallTable");
+        return -1;
+    }
+    Py_SETREF(core->background, Py_NewRef(value));
+    return 0;
+}
+
+static PyObject *
+core_get_parked(Core *core, void *closure)
+{
+    return PyLong_FromSize_t(core->parked_len);
+}
+
+static PyObject *
+core_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"classify", "current_request", "slow_ns", NULL};
+    PyObject *classify, *request_var;
+    long long slow_ns = 50000000;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|L:Core", kwlist, &classify, &request_var, &slow_ns))
+        return NULL;
+    if (!PyCallable_Check(classify) || !PyContextVar_CheckExact(request_var)) {
+        PyErr_SetString(PyExc_TypeError, "Core(classify: callable, current_request: ContextVar, slow_ns=...)");
+        return NULL;
+    }
+#if HAS_MONITORING
+    if (next_epoch > MAX_EPOCH) {
+        PyErr_SetString(PyExc_RuntimeError, "too many sensors created in this process");
+        return NULL;
+    }
+#endif
+    Core *core = (Core *)type->tp_alloc(type, 0);
+    if (core == NULL)
+        return NULL;
+    core->epoch = next_epoch++;
+    core->slow_ns = slow_ns;
+    core->classify = Py_NewRef(classify);
+    core->request_var = Py_NewRef(request_var);
+    core->background = PyObject_CallNoArgs((PyObject *)&CallTableType);
+    if (core->background == NULL) {
+        Py_DECREF(core);
+        return NULL;
+    }
+    if (pthread_key_create(&core->key, free_thread_stack) != 0) {
+        Py_DECREF(core);
+        PyErr_SetString(PyExc_RuntimeError, "no pthread key left");
+        return NULL;
+    }
+    core->key_ok = 1;
+    return (PyObject *)core;
+}
+
+static int
+core_traverse(Core *core, visitproc visit, void *arg)
+{
+    Py_VISIT(core->background);
+    Py_VISIT(core->classify);
+    Py_VISIT(core->request_var);
+    size_t cap = core->parked ? core->parked_mask + 1 : 0;
+    for (size_t i = 0; i < cap; i++) {
+        Py_VISIT(core->parked[i].frame);
+        Py_VISIT(core->parked[i].table);
+    }
+    return 0;
+}
+
+static int
+core_clear(Core *core)
+{
+    Py_CLEAR(core->background);
+    Py_CLEAR(core->classify);
+    Py_CLEAR(core->request_var);
+    Parked *parked = core->parked;
+    size_t cap = parked ? core->parked_mask + 1 : 0;
+    core->parked = NULL;
+    core->parked_len = 0;
+    for (size_t i = 0; i < cap; i++) {
+        Py_XDECREF(parked[i].frame);
+        Py_XDECREF(parked[i].table);
+    }
+    PyMem_Free(parked);
+    return 0;
+}
+
+static void
+core_dealloc(Core *core)
+{
+    PyObject_GC_UnTrack(core);
+    core_clear(core);
+    PyMem_Free(core->kinds);
+    if (core->key_ok) {
+        /* This thread's stack can go now; other threads' stacks leak (a few KB per thread that is
+         * still alive and ever ran sensed code under this core). */
+        ThreadStack *st = pthread_getspecific(core->key);
+        pthread_setspecific(core->key, NULL);
+        if (st != NULL) {
+            stack_truncate(st, 0);
+            clear_pending(st);
+        }
+        free_thread_stack(st);
+        pthread_key_delete(core->key);
+        if (tls_cache.epoch == core->epoch)
+            tls_cache.epoch = 0;
+    }
+    Py_TYPE(core)->tp_free((PyObject *)core);
+}
+
+static PyMethodDef core_methods[] = {
+#if HAS_MONITORING
+    {"on_start", (PyCFunction)(void (*)(void))core_on_start, METH_FASTCALL, "PY_START callback"},
+    {"on_return", (PyCFunction)(void (*)(void))core_on_return, METH_FASTCALL, "PY_RETURN callback"},
+    {"on_unwind", (PyCFunction)(void (*)(void))core_on_unwind, METH_FASTCALL, "PY_UNWIND callback"},
+    {"on_yield", (PyCFunction)(void (*)(void))core_on_yield, METH_FASTCALL, "PY_YIELD callback"},
+    {"on_resume", (PyCFunction)(void (*)(void))core_on_resume, METH_FASTCALL, "PY_RESUME callback"},
+    {"on_throw", (PyCFunction)(void (*)(void))core_on_throw, METH_FASTCALL, "PY_THROW callback"},
+    {"watch_functions", (PyCFunction)core_watch_functions, METH_O,
+     "watch_functions(functions): classify their code and that of every function created later"},
+    {"unwatch_functions", (PyCFunction)core_unwatch_functions, METH_NOARGS, "stop watching"},
+#endif
+    {"enter", (PyCFunction)core_enter, METH_O, "enter(fid) -> token"},
+    {"enter_co", (PyCFunction)core_enter_co, METH_O, "enter_co(fid) -> token (rewrite.py hook)"},
+    {"unwind", (PyCFunction)(void (*)(void))core_unwind, METH_FASTCALL | METH_KEYWORDS,
+     "unwind(token, exc=None) (rewrite.py hook)"},
+    {"yield_", (PyCFunction)(void (*)(void))core_yield, METH_FASTCALL, "yield_(token, value) -> value (rewrite.py hook)"},
+    {"await_", (PyCFunction)(void (*)(void))core_await, METH_FASTCALL,
+     "await_(token, awaitable) -> awaitable (rewrite.py hook)"},
+    {"leave", (PyCFunction)(void (*)(void))core_leave, METH_FASTCALL | METH_KEYWORDS, "leave(token, exc=None)"},
+    {"suspend", (PyCFunction)core_suspend, METH_O, "suspend(token)"},
+    {"resume", (PyCFunction)(void (*)(void))core_resume, METH_FASTCALL | METH_KEYWORDS,
+     "resume(token, value=None) -> value"},
+    {"sweep_parked", (PyCFunction)core_sweep_parked, METH_NOARGS,
+     "finish invocations whose generator was dropped while suspended"},
+    {"set_kind", (PyCFunction)(void (*)(void))core_set_kind, METH_FASTCALL, "set_kind(fid, kind)"},
+    {"stack_depth", (PyCFunction)core_stack_depth, METH_NOARGS, "in-flight invocations on this thread"},
+    {"stack_fids", (PyCFunction)core_stack_fids, METH_NOARGS, "function ids on this thread's stack"},
+    {NULL},
+};
+
+static PyMemberDef core_members[] = {
+    {"slow_ns", T_LONGLONG, offsetof(Core, slow_ns), 0, "calls at least this long become spans"},
+    {"internal_errors", T_PYSSIZET, offsetof(Core, internal_errors), 0, "swallowed internal failures"},
+    {NULL},
+};
+
+static PyGetSetDef core_getset[] = {
+    {"background", (getter)core_get_background, (setter)core_set_background,
+     "the CallTable for calls outside an open request", NULL},
+    {"parked", (getter)core_get_parked, NULL, "number of suspended invocations parked", NULL},
+    {NULL},
+};
+
+static PyTypeObject CoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "funcsight.instrumentation._csensor.Core",
+    .tp_basicsize = sizeof(Core),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Core(classify, current_request, slow_ns=50_000_000): one sensor's hot path.",
+    .tp_new = core_new,
+    .tp_dealloc = (destructor)core_dealloc,
+    .tp_traverse = (traverseproc)core_traverse,
+    .tp_clear = (inquiry)core_clear,
+    .tp_methods = core_methods,
+    .tp_members = core_members,
+    .tp_getset = core_getset,
+};

@@ -1,0 +1,298 @@
+/* csensor/tables.h: call tables, the counting side (part of _csensor.c's single compilation unit).
+ *
+ * A CallTable holds the calls of one request (or of the background): per function id a Slot of
+ * counters and a duration histogram, errors by (fid, exception type), and the calls kept as
+ * spans. This part is the hot path: table_count() and table_keep_span(), what record() calls on
+ * every final exit, plus the buffer pool and the helpers they use. The Python face of the type
+ * (constructor, getters, add_call, absorb, the type object) is table_type.h.
+ *
+ * Relies on util.h and funcsight/histogram.h (fs_bucket_of, N_BUCKETS: the histogram scheme
+ * shared with the rollup extension and calls.bucket_of).
+ */
+
+/* ============================================================================== call tables */
+
+/* One function's counters in one table. Most functions land in a few buckets, so the histogram
+ * starts as a few inline (bucket, count) pairs and becomes a full array only when it spreads. */
+#define INLINE_BUCKETS 4
+
+typedef struct {
+    int32_t fid;
+    int32_t first_error; /* index into CallTable.errs of this function's first error, -1: none */
+    uint64_t calls, errors;
+    int64_t total_ns, self_ns;
+    uint64_t *wide;      /* N_BUCKETS counts, once more than INLINE_BUCKETS buckets were hit */
+    uint32_t n_inline;
+    uint8_t inline_bucket[INLINE_BUCKETS];
+    uint64_t inline_count[INLINE_BUCKETS];
+} Slot;
+
+/* calls.stack_sample, set by csensor.py through set_stack_sampler(): turns an exception into its
+ * stack once per (fid, type) per table (a Python call on that rare path only). */
+static PyObject *stack_sampler = NULL;
+
+typedef struct {
+    int32_t fid;
+    int32_t next;        /* next error of the same function, -1: none */
+    PyObject *type;      /* strong reference to the exception type */
+    PyObject *sample;    /* stack_sampler(first exception of this (fid, type)), as the twin's
+                          * table.samples; NULL for add_call or when no sampler is set */
+    uint64_t count;
+} ErrorCount;
+
+typedef struct {
+    PyObject_HEAD
+    char open;
+    Py_ssize_t span_budget;
+    PyObject *trace_id;
+    PyObject *root;
+    PyObject *spans;     /* list, created on first use */
+    /* fid -> slot: open addressing, linear probing, entry = (fid + 1) << 32 | slot index. Function
+     * ids are dense small integers, so fid & mask spreads them well. */
+    uint64_t *index;
+    uint32_t index_mask;
+    Slot *slots;         /* in order of first appearance, like a dict's insertion order */
+    int32_t n_slots, cap_slots;
+    ErrorCount *errs;
+    int32_t n_errs, cap_errs;
+} CallTable;
+
+static PyTypeObject CallTableType;
+#define CallTable_Check(op) (Py_TYPE(op) == &CallTableType)
+
+/* The (index, slots) buffers of dead tables, for the next table's first slot: a request's table
+ * would otherwise grow both from nothing on every request (3 callocs, 2 reallocs and their frees
+ * for 20-30 functions). Bounded: POOL_SIZE entries of at most POOL_MAX_SLOTS slots (under 0.5 MB).
+ * The GIL guards it (the module refuses free-threaded builds). */
+#define POOL_SIZE 16
+#define POOL_MAX_SLOTS 256
+typedef struct {
+    uint64_t *index;
+    uint32_t index_mask;
+    Slot *slots;
+    int32_t cap_slots;
+} TableBuffers;
+static TableBuffers buffer_pool[POOL_SIZE];
+static int buffer_pool_len;
+
+static void
+table_release_buffers(CallTable *t)
+{
+    if (t->index != NULL && t->slots != NULL && t->cap_slots <= POOL_MAX_SLOTS && buffer_pool_len < POOL_SIZE) {
+        memset(t->index, 0, ((size_t)t->index_mask + 1) * sizeof(uint64_t));
+        buffer_pool[buffer_pool_len++] = (TableBuffers){t->index, t->index_mask, t->slots, t->cap_slots};
+    }
+    else {
+        PyMem_Free(t->slots);
+        PyMem_Free(t->index);
+    }
+    t->index = NULL;
+    t->slots = NULL;
+    t->index_mask = 0;
+    t->cap_slots = t->n_slots = 0;
+}
+
+static Slot *
+table_new_slot(CallTable *t, int32_t fid)
+{
+    if (t->index == NULL && t->slots == NULL && buffer_pool_len > 0) {
+        TableBuffers *b = &buffer_pool[--buffer_pool_len];
+        t->index = b->index;
+        t->index_mask = b->index_mask;
+        t->slots = b->slots;
+        t->cap_slots = b->cap_slots;
+    }
+    if ((uint32_t)t->n_slots * 2 >= (t->index ? t->index_mask + 1 : 0)) {
+        /* Grow (or create) the index to keep the load factor at most 1/2. */
+        uint32_t cap = t->index ? (t->index_mask + 1) * 2 : 16;
+        uint64_t *index = PyMem_Calloc(cap, sizeof(uint64_t));
+        if (index == NULL)
+            return NULL;
+        for (int32_t i = 0; i < t->n_slots; i++) {
+            uint32_t h = (uint32_t)t->slots[i].fid & (cap - 1);
+            while (index[h])
+                h = (h + 1) & (cap - 1);
+            index[h] = ((uint64_t)(uint32_t)(t->slots[i].fid + 1) << 32) | (uint32_t)i;
+        }
+        PyMem_Free(t->index);
+        t->index = index;
+        t->index_mask = cap - 1;
+    }
+    if (t->n_slots == t->cap_slots) {
+        int32_t cap = t->cap_slots ? t->cap_slots * 2 : 8;
+        Slot *slots = PyMem_Realloc(t->slots, (size_t)cap * sizeof(Slot));
+        if (slots == NULL)
+            return NULL;
+        t->slots = slots;
+        t->cap_slots = cap;
+    }
+    int32_t i = t->n_slots++;
+    Slot *s = &t->slots[i];
+    memset(s, 0, sizeof(Slot));
+    s->fid = fid;
+    s->first_error = -1;
+    uint32_t h = (uint32_t)fid & t->index_mask;
+    while (t->index[h])
+        h = (h + 1) & t->index_mask;
+    t->index[h] = ((uint64_t)(uint32_t)(fid + 1) << 32) | (uint32_t)i;
+    return s;
+}
+
+/* The slot of fid, or NULL when fid has none yet. */
+static inline Slot *
+table_find(CallTable *t, int32_t fid)
+{
+    if (LIKELY(t->index != NULL)) {
+        uint64_t key = (uint64_t)(uint32_t)(fid + 1) << 32;
+        uint32_t h = (uint32_t)fid & t->index_mask;
+        for (;;) {
+            uint64_t e = t->index[h];
+            if (e == 0)
+                break;
+            if ((e & 0xFFFFFFFF00000000ull) == key)
+                return &t->slots[(uint32_t)e];
+            h = (h + 1) & t->index_mask;
+        }
+    }
+    return NULL;
+}
+
+/* The slot of fid (0 <= fid < INT32_MAX), created on first appearance; NULL when out of memory. */
+static inline Slot *
+table_slot(CallTable *t, int32_t fid)
+{
+    Slot *s = table_find(t, fid);
+    return LIKELY(s != NULL) ? s : table_new_slot(t, fid);
+}
+
+/* n more calls in bucket (n = 1 on the hot path, where the compiler folds it). */
+static inline int
+hist_add_n(Slot *s, int bucket, uint64_t n)
+{
+    if (s->wide) {
+        s->wide[bucket] += n;
+        return 0;
+    }
+    for (uint32_t i = 0; i < s->n_inline; i++) {
+        if (s->inline_bucket[i] == bucket) {
+            s->inline_count[i] += n;
+            return 0;
+        }
+    }
+    if (s->n_inline < INLINE_BUCKETS) {
+        s->inline_bucket[s->n_inline] = (uint8_t)bucket;
+        s->inline_count[s->n_inline++] = n;
+        return 0;
+    }
+    uint64_t *wide = PyMem_Calloc(N_BUCKETS, sizeof(uint64_t));
+    if (wide == NULL)
+        return -1;
+    for (uint32_t i = 0; i < s->n_inline; i++)
+        wide[s->inline_bucket[i]] = s->inline_count[i];
+    wide[bucket] += n;
+    s->wide = wide;
+    return 0;
+}
+
+static inline int
+hist_add(Slot *s, int bucket)
+{
+    return hist_add_n(s, bucket, 1);
+}
+
+/* into += from: counters and histogram (errors by type are merged by the caller, in Python). */
+static int
+slot_absorb(Slot *into, const Slot *from)
+{
+    into->calls += from->calls;
+    into->errors += from->errors;
+    into->total_ns += from->total_ns;
+    into->self_ns += from->self_ns;
+    if (from->wide) {
+        for (int b = 0; b < N_BUCKETS; b++)
+            if (from->wide[b] && hist_add_n(into, b, from->wide[b]) < 0)
+                return -1;
+        return 0;
+    }
+    for (uint32_t i = 0; i < from->n_inline; i++)
+        if (hist_add_n(into, from->inline_bucket[i], from->inline_count[i]) < 0)
+            return -1;
+    return 0;
+}
+
+static int
+error_add(CallTable *t, Slot *s, PyObject *exc_type, PyObject *exc)
+{
+    for (int32_t i = s->first_error; i >= 0; i = t->errs[i].next) {
+        if (t->errs[i].type == exc_type) {
+            t->errs[i].count++;
+            return 0;
+        }
+    }
+    if (t->n_errs == t->cap_errs) {
+        int32_t cap = t->cap_errs ? t->cap_errs * 2 : 4;
+        ErrorCount *errs = PyMem_Realloc(t->errs, (size_t)cap * sizeof(ErrorCount));
+        if (errs == NULL)
+            return -1;
+        t->errs = errs;
+        t->cap_errs = cap;
+    }
+    ErrorCount *e = &t->errs[t->n_errs];
+    e->fid = s->fid;
+    e->next = s->first_error;
+    e->type = Py_NewRef(exc_type);
+    e->sample = NULL;
+    if (exc != NULL && stack_sampler != NULL) {
+        /* Once per (fid, type) per table: the stack as (code, line) pairs, never the exception
+         * itself (its traceback would keep the app's frames and locals alive). */
+        e->sample = PyObject_CallOneArg(stack_sampler, exc);
+        if (e->sample == NULL)
+            PyErr_Clear();
+    }
+    e->count = 1;
+    s->first_error = t->n_errs++;
+    return 0;
+}
+
+/* Count one call that returned (exc_type NULL) or raised exc_type; the first exception object
+ * `exc` of each (fid, type) is kept as the table's sample (NULL: none, as add_call). Returns -1
+ * (no exception set) when memory ran out. */
+static inline int
+table_count(CallTable *t, int32_t fid, int64_t duration, int64_t self_ns, PyObject *exc_type, PyObject *exc)
+{
+    Slot *s = table_slot(t, fid);
+    if (UNLIKELY(s == NULL))
+        return -1;
+    s->calls++;
+    s->total_ns += duration;
+    s->self_ns += self_ns;
+    if (UNLIKELY(hist_add(s, fs_bucket_of(duration)) < 0))
+        return -1;
+    if (exc_type != NULL) {
+        s->errors++;
+        if (error_add(t, s, exc_type, exc) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Keep (fid, start, end, exc_type or None) for a span. May run Python code (allocation can start
+ * the 3.11 collector), so it is the last thing record() does and it holds its own reference. */
+static int
+table_keep_span(CallTable *t, int32_t fid, int64_t start, int64_t end, PyObject *exc_type)
+{
+    int rc = -1;
+    Py_INCREF(t);
+    t->span_budget--;
+    PyObject *item = Py_BuildValue("(iLLO)", fid, (long long)start, (long long)end,
+                                   exc_type ? exc_type : Py_None);
+    if (item != NULL) {
+        if (t->spans == NULL)
+            t->spans = PyList_New(0);
+        if (t->spans != NULL)
+            rc = PyList_Append(t->spans, item);
+        Py_DECREF(item);
+    }
+    Py_DECREF(t);
+    return rc;
+}
