@@ -5,10 +5,12 @@
  * instructions per Flask request (bench/instructions.py), most of it Python frames and the SDK
  * span's properties. This type does the same work (rollup.py's Python methods are its twin, and
  * the semantics live there) reading the SDK span's own fields, which rollup.py checks once are where
- * this reads them (SDK_FIELDS_READABLE). Folding the request's table into the open window is
- * WindowAggregator.add_request's fast path, under the same lock. What is rare (a child span to roll
- * up, a route not set as http.route, a new route, a request with errors or kept spans) calls the
- * Python methods.
+ * this reads them (SDK_FIELDS_READABLE). What is rare (a child span to roll up, a route not set as
+ * http.route, a request with kept spans) calls the Python methods.
+ *
+ * WindowAggregator is the C twin of windows.py's WindowAggregator (same methods, same tests): it owns
+ * its lock and the open window's parts, and RollupCore folds a finished request into it with a C
+ * call (windows_add_request). With the Python twin, RollupCore calls its public add_request.
  *
  * Nothing here raises into the application: a failure is counted in `failures` and the span is
  * left alone.
@@ -16,6 +18,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <pythread.h>
 
 typedef struct {
     PyObject_HEAD
@@ -23,9 +26,9 @@ typedef struct {
     PyObject *open;            /* dict: root span id -> table (the processor's own) */
     PyObject *by_trace;        /* dict: trace id -> table of its open local root */
     PyObject *current_request; /* the ContextVar the sensor reads */
-    PyObject *windows;         /* the WindowAggregator: fold() is its add_request, fast path */
-    PyObject *add_request;     /* WindowAggregator.add_request(route, table, duration, failed) */
-    PyObject *overflow_route;  /* names.OVERFLOW_ROUTE */
+    PyObject *windows;         /* a WindowAggregator: this module's (a C call) or windows.py's */
+    PyObject *add_request;     /* windows.add_request(route, table, duration, failed), the Python twin's */
+    PyObject *table_type;      /* the sensor's call table type (its sink's, chosen once) */
     PyObject *roll_up_child;   /* processor._roll_up_child(span, trace_id) */
     PyObject *queue_spans;     /* processor._queue_spans(table) */
     PyObject *route_of;        /* rollup.route_of(span, attributes) */
@@ -36,11 +39,11 @@ typedef struct {
     Py_ssize_t failures;
 } RollupCore;
 
-static PyObject *s_lock, *s_acquire, *s_release, *s_window, *s_routes, *s_tables, *s_series, *s_max_series,
-    *s_overflow_series, *s_absorb, *s_has_errors;
+static PyObject *s_absorb, *s_has_errors, *s_series, *s_time;
 static PyObject *s_kind, *s_parent, *s_context, *s_attributes, *s_dict, *s_status, *s_status_code,
-    *s_start_time, *s_end_time, *s_scope, *s_name, *s_enabled, *s_spans_per_trace, *s_sink,
-    *s_table_type, *s_open, *s_trace_id, *s_spans, *s_route, *s_status_new, *s_status_old;
+    *s_start_time, *s_end_time, *s_scope, *s_name, *s_enabled, *s_spans_per_trace,
+    *s_open, *s_trace_id, *s_spans, *s_route, *s_status_new, *s_status_old;
+static PyObject *time_time; /* time.time */
 
 /* SpanContext is a tuple (trace_id, span_id, is_remote, trace_flags, ...): rollup.py probes it. */
 static inline int
@@ -87,124 +90,412 @@ dict_increment(PyObject *dict, PyObject *key)
     return rc;
 }
 
-/* object.name += amount */
-static int
-attr_add(PyObject *object, PyObject *name, PyObject *amount)
+/* ------------------------------------------------------------------------------------------------
+ * WindowAggregator: the open window and the fold into it (windows.py's WindowAggregator is the
+ * twin, and its docstrings the semantics). The open window's parts live in this struct, under this
+ * struct's lock; nothing else reads them. drain() hands them to windows.close_window, which makes
+ * the drained Window outside the lock; a table with errors is folded into the window's error counts
+ * by windows.merge_errors (Python: it builds the error samples), under the lock.
+ */
+typedef struct {
+    PyObject_HEAD
+    PyThread_type_lock lock;
+    Py_ssize_t max_series, max_routes;
+    PyObject *close;            /* windows.close_window(start, end, tables, errors, routes, samples, ...) */
+    PyObject *merge_errors;     /* windows.merge_errors(errors, samples, route, table) */
+    PyObject *overflow_route;   /* names.OVERFLOW_ROUTE */
+    PyObject *background_route; /* names.BACKGROUND_ROUTE */
+    /* the open window */
+    PyObject *start;            /* float, epoch seconds */
+    PyObject *tables;           /* dict: table type -> {route -> call table of that route} */
+    PyObject *errors, *routes, *samples;
+    Py_ssize_t series, overflow_series, overflow_routes;
+} Windows;
+
+static PyTypeObject WindowsType;
+
+/* Take the window's lock; when another thread holds it (it may be running Python code, absorb() of
+ * a Python table or merge_errors), wait with the GIL released. */
+static void
+windows_lock(Windows *w)
 {
-    PyObject *old = PyObject_GetAttr(object, name);
-    PyObject *sum = old ? PyNumber_Add(old, amount) : NULL;
-    int rc = sum == NULL ? -1 : PyObject_SetAttr(object, name, sum);
-    Py_XDECREF(old);
-    Py_XDECREF(sum);
-    return rc;
+    if (!PyThread_acquire_lock(w->lock, NOWAIT_LOCK)) {
+        Py_BEGIN_ALLOW_THREADS
+        PyThread_acquire_lock(w->lock, WAIT_LOCK);
+        Py_END_ALLOW_THREADS
+    }
 }
 
-/* WindowAggregator.add_request and _merge (windows.py, the twin), under the window lock, for a
- * route and table type the open window holds already and a table without errors: 0. Any other
- * case is 1, before anything changed: the caller runs the Python method. -1: an exception. */
+/* A fresh open window (new references), or -1: nothing changed. */
 static int
-fold_locked(RollupCore *self, PyObject *route, PyObject *table, int64_t duration, int failed)
+windows_fresh(PyObject **start, PyObject **tables, PyObject **errors, PyObject **routes, PyObject **samples)
 {
-    PyObject *window = NULL, *routes = NULL, *tables = NULL, *has_errors = NULL, *series = NULL;
-    PyObject *max_series = NULL, *room = NULL, *absorbed = NULL, *bucket = NULL;
-    PyObject *stats = NULL, *into = NULL, *overflow = NULL; /* held: absorb() may run Python code */
+    *start = PyObject_CallNoArgs(time_time);
+    *tables = PyDict_New();
+    *errors = PyDict_New();
+    *routes = PyDict_New();
+    *samples = PyDict_New();
+    if (*start && *tables && *errors && *routes && *samples)
+        return 0;
+    Py_CLEAR(*start);
+    Py_CLEAR(*tables);
+    Py_CLEAR(*errors);
+    Py_CLEAR(*routes);
+    Py_CLEAR(*samples);
+    return -1;
+}
+
+/* Fold `table` into the open window's table for `route` and its type (lock held). */
+static int
+windows_merge(Windows *w, PyObject *route, PyObject *table)
+{
+    PyObject *type = (PyObject *)Py_TYPE(table);
+    PyObject *by_type = NULL, *into = NULL, *overflow = NULL, *room = NULL, *absorbed = NULL, *has_errors = NULL;
     int rc = -1;
-    if ((window = PyObject_GetAttr(self->windows, s_window)) == NULL ||
-        (routes = PyObject_GetAttr(window, s_routes)) == NULL ||
-        (tables = PyObject_GetAttr(window, s_tables)) == NULL ||
-        (has_errors = PyObject_GetAttr(table, s_has_errors)) == NULL)
-        goto done;
-    rc = 1;
-    if (has_errors != Py_False || !PyDict_CheckExact(routes) || !PyDict_CheckExact(tables))
-        goto done;
-    stats = Py_XNewRef(PyDict_GetItemWithError(routes, route));
-    PyObject *by_type = PyDict_GetItemWithError(tables, (PyObject *)Py_TYPE(table)); /* borrowed */
-    if (stats == NULL || by_type == NULL || !PyDict_CheckExact(by_type))
-        goto slow;
+    by_type = Py_XNewRef(PyDict_GetItemWithError(w->tables, type));
+    if (by_type == NULL) {
+        if (PyErr_Occurred() || (by_type = PyDict_New()) == NULL)
+            goto done;
+        if ((overflow = PyObject_CallNoArgs(type)) == NULL || PyDict_SetItem(by_type, w->overflow_route, overflow) < 0 ||
+            PyDict_SetItem(w->tables, type, by_type) < 0)
+            goto done;
+        Py_CLEAR(overflow);
+    }
     into = Py_XNewRef(PyDict_GetItemWithError(by_type, route));
-    overflow = into ? Py_XNewRef(PyDict_GetItemWithError(by_type, self->overflow_route)) : NULL;
-    if (into == NULL || overflow == NULL || !PyList_CheckExact(stats) || PyList_GET_SIZE(stats) != 4 ||
-        !PyDict_CheckExact(PyList_GET_ITEM(stats, 3)))
-        goto slow;
-    rc = -1;
-    if ((series = PyObject_GetAttr(window, s_series)) == NULL ||
-        (max_series = PyObject_GetAttr(self->windows, s_max_series)) == NULL ||
-        (room = PyNumber_Subtract(max_series, series)) == NULL)
+    if (into == NULL) {
+        if (PyErr_Occurred() || (into = PyObject_CallNoArgs(type)) == NULL || PyDict_SetItem(by_type, route, into) < 0)
+            goto done;
+    }
+    overflow = Py_XNewRef(PyDict_GetItemWithError(by_type, w->overflow_route));
+    if (overflow == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "the window lost its overflow table");
         goto done;
-    absorbed = PyObject_CallMethodObjArgs(into, s_absorb, table, room, overflow, NULL);
+    }
+    if ((room = PyLong_FromSsize_t(w->max_series - w->series)) == NULL)
+        goto done;
+    PyObject *args[4] = {into, table, room, overflow};
+    absorbed = PyObject_VectorcallMethod(s_absorb, args, 4 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
     if (absorbed == NULL)
         goto done;
     if (!PyTuple_Check(absorbed) || PyTuple_GET_SIZE(absorbed) != 2) {
         PyErr_SetString(PyExc_TypeError, "absorb() must return (created, overflowed)");
         goto done;
     }
-    PyObject *created = PyTuple_GET_ITEM(absorbed, 0), *overflowed = PyTuple_GET_ITEM(absorbed, 1);
-    int spilled = PyObject_IsTrue(overflowed);
-    if (spilled < 0 || attr_add(window, s_series, created) < 0 ||
-        (spilled && attr_add(window, s_overflow_series, overflowed) < 0))
+    Py_ssize_t created = PyLong_AsSsize_t(PyTuple_GET_ITEM(absorbed, 0));
+    Py_ssize_t overflowed = created == -1 && PyErr_Occurred() ? -1 : PyLong_AsSsize_t(PyTuple_GET_ITEM(absorbed, 1));
+    if (overflowed == -1 && PyErr_Occurred())
         goto done;
-    if (!PyList_CheckExact(stats) || PyList_GET_SIZE(stats) != 4 || !PyDict_CheckExact(PyList_GET_ITEM(stats, 3))) {
-        PyErr_SetString(PyExc_RuntimeError, "a route's statistics changed shape while a request was folded");
+    w->series += created;
+    w->overflow_series += overflowed;
+    if ((has_errors = PyObject_GetAttr(table, s_has_errors)) == NULL)
         goto done;
+    int failed = PyObject_IsTrue(has_errors);
+    if (failed < 0)
+        goto done;
+    if (failed) {
+        PyObject *merge_args[4] = {w->errors, w->samples, route, table};
+        PyObject *res = PyObject_Vectorcall(w->merge_errors, merge_args, 4, NULL);
+        if (res == NULL)
+            goto done;
+        Py_DECREF(res);
     }
-    PyObject *histogram = PyList_GET_ITEM(stats, 3); /* borrowed from stats, held */
-    if (list_add(stats, 0, 1) < 0 || (failed && list_add(stats, 1, 1) < 0) || list_add(stats, 2, duration) < 0 ||
-        (bucket = PyLong_FromLong(bucket_of(duration))) == NULL || dict_increment(histogram, bucket) < 0)
-        goto done;
     rc = 0;
-    goto done;
-slow:
-    if (PyErr_Occurred())
-        rc = -1;
 done:
-    Py_XDECREF(window);
-    Py_XDECREF(routes);
-    Py_XDECREF(tables);
-    Py_XDECREF(has_errors);
-    Py_XDECREF(series);
-    Py_XDECREF(max_series);
-    Py_XDECREF(room);
-    Py_XDECREF(absorbed);
-    Py_XDECREF(bucket);
-    Py_XDECREF(stats);
+    Py_XDECREF(by_type);
     Py_XDECREF(into);
     Py_XDECREF(overflow);
+    Py_XDECREF(room);
+    Py_XDECREF(absorbed);
+    Py_XDECREF(has_errors);
     return rc;
 }
 
-/* Fold a finished request into the open window: the C fast path, else add_request. */
+/* add_request under the lock: the route's statistics [requests, errors, total_ns, {bucket: n}],
+ * then the table. The routes dict is this struct's own, so the statistics keep their shape. */
+static int
+windows_add_request_locked(Windows *w, PyObject *route, PyObject *table, int64_t duration, int failed)
+{
+    PyObject *stats = PyDict_GetItemWithError(w->routes, route); /* borrowed */
+    if (stats == NULL) {
+        if (PyErr_Occurred())
+            return -1;
+        if (PyDict_GET_SIZE(w->routes) >= w->max_routes) {
+            w->overflow_routes++;
+            route = w->overflow_route;
+            stats = PyDict_GetItemWithError(w->routes, route);
+            if (stats == NULL && PyErr_Occurred())
+                return -1;
+        }
+        if (stats == NULL) {
+            PyObject *histogram = PyDict_New();
+            stats = histogram ? Py_BuildValue("[iiiN]", 0, 0, 0, histogram) : NULL;
+            if (stats == NULL || PyDict_SetItem(w->routes, route, stats) < 0) {
+                Py_XDECREF(stats);
+                return -1;
+            }
+            Py_DECREF(stats); /* the dict holds it */
+        }
+    }
+    Py_INCREF(stats);
+    Py_INCREF(route);
+    PyObject *bucket = NULL;
+    int rc = -1;
+    if (list_add(stats, 0, 1) < 0 || (failed && list_add(stats, 1, 1) < 0) || list_add(stats, 2, duration) < 0 ||
+        (bucket = PyLong_FromLong(bucket_of(duration))) == NULL || dict_increment(PyList_GET_ITEM(stats, 3), bucket) < 0)
+        goto done;
+    rc = windows_merge(w, route, table);
+done:
+    Py_XDECREF(bucket);
+    Py_DECREF(stats);
+    Py_DECREF(route);
+    return rc;
+}
+
+/* The fold RollupCore calls directly (a C call, no attribute looked up by name). */
+static int
+windows_add_request(Windows *w, PyObject *route, PyObject *table, int64_t duration, int failed)
+{
+    windows_lock(w);
+    int rc = windows_add_request_locked(w, route, table, duration, failed);
+    PyThread_release_lock(w->lock);
+    return rc;
+}
+
+static PyObject *
+windows_py_add_request(Windows *w, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "add_request(route, table, duration_ns, failed)");
+        return NULL;
+    }
+    int64_t duration = PyLong_AsLongLong(args[2]);
+    if (duration == -1 && PyErr_Occurred())
+        return NULL;
+    int failed = PyObject_IsTrue(args[3]);
+    if (failed < 0 || windows_add_request(w, args[0], args[1], duration, failed) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+windows_add_background(Windows *w, PyObject *table)
+{
+    PyObject *series = PyObject_GetAttr(table, s_series);
+    int any = series ? PyObject_IsTrue(series) : -1;
+    Py_XDECREF(series);
+    if (any == 0) {
+        PyObject *has_errors = PyObject_GetAttr(table, s_has_errors);
+        any = has_errors ? PyObject_IsTrue(has_errors) : -1;
+        Py_XDECREF(has_errors);
+    }
+    if (any < 0)
+        return NULL;
+    if (any) {
+        windows_lock(w);
+        int rc = windows_merge(w, w->background_route, table);
+        PyThread_release_lock(w->lock);
+        if (rc < 0)
+            return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+windows_drain(Windows *w, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *start, *tables, *errors, *routes, *samples;
+    if (windows_fresh(&start, &tables, &errors, &routes, &samples) < 0)
+        return NULL;
+    windows_lock(w);
+    PyObject *old[5] = {w->start, w->tables, w->errors, w->routes, w->samples};
+    Py_ssize_t overflow_series = w->overflow_series, overflow_routes = w->overflow_routes;
+    w->start = Py_NewRef(start); /* the new window starts when the old one ends */
+    w->tables = tables;
+    w->errors = errors;
+    w->routes = routes;
+    w->samples = samples;
+    w->series = w->overflow_series = w->overflow_routes = 0;
+    PyThread_release_lock(w->lock);
+    PyObject *counts[2] = {PyLong_FromSsize_t(overflow_series), PyLong_FromSsize_t(overflow_routes)};
+    PyObject *window = NULL;
+    if (counts[0] && counts[1]) {
+        PyObject *args[8] = {old[0], start, old[1], old[2], old[3], old[4], counts[0], counts[1]};
+        window = PyObject_Vectorcall(w->close, args, 8, NULL);
+    }
+    Py_XDECREF(counts[0]);
+    Py_XDECREF(counts[1]);
+    Py_DECREF(start);
+    for (int i = 0; i < 5; i++)
+        Py_DECREF(old[i]);
+    return window;
+}
+
+static PyObject *
+windows_reset(Windows *w, PyObject *Py_UNUSED(ignored))
+{
+    /* After fork: the lock may have been copied held by a thread that does not exist here (it is
+     * left allocated, not freed), and the parent's calls are the parent's. */
+    PyThread_type_lock lock = PyThread_allocate_lock();
+    if (lock == NULL)
+        return PyErr_NoMemory();
+    PyObject *start, *tables, *errors, *routes, *samples;
+    if (windows_fresh(&start, &tables, &errors, &routes, &samples) < 0) {
+        PyThread_free_lock(lock);
+        return NULL;
+    }
+    w->lock = lock;
+    Py_SETREF(w->start, start);
+    Py_SETREF(w->tables, tables);
+    Py_SETREF(w->errors, errors);
+    Py_SETREF(w->routes, routes);
+    Py_SETREF(w->samples, samples);
+    w->series = w->overflow_series = w->overflow_routes = 0;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+windows_open_counts(Windows *w, PyObject *Py_UNUSED(ignored))
+{
+    windows_lock(w);
+    long long requests = 0;
+    PyObject *route, *stats;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(w->routes, &pos, &route, &stats))
+        requests += PyLong_AsLongLong(PyList_GET_ITEM(stats, 0));
+    PyObject *counts = Py_BuildValue("{s:n,s:n,s:L,s:n,s:n}", "routes", PyDict_GET_SIZE(w->routes), "series",
+                                     w->series, "requests", requests, "overflow_routes", w->overflow_routes,
+                                     "overflow_series", w->overflow_series);
+    PyThread_release_lock(w->lock);
+    return counts;
+}
+
+static PyObject *
+windows_get_open_series(Windows *w, void *closure)
+{
+    return PyLong_FromSsize_t(w->series);
+}
+
+static PyObject *
+windows_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"max_series", "max_routes", "close", "merge_errors", "overflow_route",
+                             "background_route", NULL};
+    Py_ssize_t max_series, max_routes;
+    PyObject *close, *merge_errors, *overflow_route, *background_route;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "nnOOUU:WindowAggregator", kwlist, &max_series, &max_routes, &close,
+                                     &merge_errors, &overflow_route, &background_route))
+        return NULL;
+    Windows *w = (Windows *)type->tp_alloc(type, 0);
+    if (w == NULL)
+        return NULL;
+    w->max_series = max_series;
+    w->max_routes = max_routes;
+    w->close = Py_NewRef(close);
+    w->merge_errors = Py_NewRef(merge_errors);
+    w->overflow_route = Py_NewRef(overflow_route);
+    w->background_route = Py_NewRef(background_route);
+    if ((w->lock = PyThread_allocate_lock()) == NULL) {
+        Py_DECREF(w);
+        return PyErr_NoMemory();
+    }
+    if (windows_fresh(&w->start, &w->tables, &w->errors, &w->routes, &w->samples) < 0) {
+        Py_DECREF(w);
+        return NULL;
+    }
+    return (PyObject *)w;
+}
+
+static int
+windows_traverse(Windows *w, visitproc visit, void *arg)
+{
+    Py_VISIT(w->close);
+    Py_VISIT(w->merge_errors);
+    Py_VISIT(w->tables);
+    Py_VISIT(w->errors);
+    Py_VISIT(w->routes);
+    Py_VISIT(w->samples);
+    return 0;
+}
+
+static int
+windows_clear(Windows *w)
+{
+    Py_CLEAR(w->close);
+    Py_CLEAR(w->merge_errors);
+    Py_CLEAR(w->overflow_route);
+    Py_CLEAR(w->background_route);
+    Py_CLEAR(w->start);
+    Py_CLEAR(w->tables);
+    Py_CLEAR(w->errors);
+    Py_CLEAR(w->routes);
+    Py_CLEAR(w->samples);
+    return 0;
+}
+
+static void
+windows_dealloc(Windows *w)
+{
+    PyObject_GC_UnTrack(w);
+    windows_clear(w);
+    if (w->lock != NULL)
+        PyThread_free_lock(w->lock);
+    Py_TYPE(w)->tp_free((PyObject *)w);
+}
+
+static PyMethodDef windows_methods[] = {
+    {"add_request", (PyCFunction)(void (*)(void))windows_py_add_request, METH_FASTCALL,
+     "add_request(route, table, duration_ns, failed): fold a finished request in under its route"},
+    {"add_background", (PyCFunction)windows_add_background, METH_O,
+     "add_background(table): fold calls made outside any request in"},
+    {"drain", (PyCFunction)windows_drain, METH_NOARGS, "drain() -> Window: close the open window, start a new one"},
+    {"reset", (PyCFunction)windows_reset, METH_NOARGS, "reset(): after fork, an empty window and a new lock"},
+    {"open_counts", (PyCFunction)windows_open_counts, METH_NOARGS, "open_counts() -> dict: what the open window holds"},
+    {NULL},
+};
+
+static PyMemberDef windows_members[] = {
+    {"max_series", T_PYSSIZET, offsetof(Windows, max_series), 0, "function x route entries a window holds at most"},
+    {"max_routes", T_PYSSIZET, offsetof(Windows, max_routes), 0, "routes a window holds at most"},
+    {NULL},
+};
+
+static PyGetSetDef windows_getset[] = {
+    {"open_series", (getter)windows_get_open_series, NULL, "function x route entries the open window holds", NULL},
+    {NULL},
+};
+
+static PyTypeObject WindowsType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "funcsight.processors._crollup.WindowAggregator",
+    .tp_basicsize = sizeof(Windows),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The open window and the fold into it (see windows.py's WindowAggregator, the twin).",
+    .tp_new = windows_new,
+    .tp_dealloc = (destructor)windows_dealloc,
+    .tp_traverse = (traverseproc)windows_traverse,
+    .tp_clear = (inquiry)windows_clear,
+    .tp_methods = windows_methods,
+    .tp_members = windows_members,
+    .tp_getset = windows_getset,
+};
+
+/* ------------------------------------------------------------------------------------------------
+ * RollupCore: the rollup span processor's on_start/on_end.
+ */
+
+/* Fold a finished request into the open window: a C call into this module's WindowAggregator,
+ * else the Python twin's public add_request. */
 static int
 fold(RollupCore *self, PyObject *route, PyObject *table, int64_t duration, int failed)
 {
-    PyObject *lock = PyObject_GetAttr(self->windows, s_lock); /* reset() replaces it after fork */
-    if (lock == NULL)
-        return -1;
-    PyObject *res = PyObject_CallMethodNoArgs(lock, s_acquire);
-    if (res == NULL) {
-        Py_DECREF(lock);
-        return -1;
-    }
-    Py_DECREF(res);
-    int rc = fold_locked(self, route, table, duration, failed);
-    PyObject *type, *value, *traceback;
-    PyErr_Fetch(&type, &value, &traceback);
-    res = PyObject_CallMethodNoArgs(lock, s_release);
-    Py_DECREF(lock);
-    if (res == NULL) {
-        Py_XDECREF(type);
-        Py_XDECREF(value);
-        Py_XDECREF(traceback);
-        return -1;
-    }
-    Py_DECREF(res);
-    PyErr_Restore(type, value, traceback);
-    if (rc != 1)
-        return rc;
+    if (Py_IS_TYPE(self->windows, &WindowsType))
+        return windows_add_request((Windows *)self->windows, route, table, duration, failed);
     PyObject *duration_obj = PyLong_FromLongLong(duration);
     if (duration_obj == NULL)
         return -1;
     PyObject *args[4] = {route, table, duration_obj, failed ? Py_True : Py_False};
-    res = PyObject_Vectorcall(self->add_request, args, 4, NULL);
+    PyObject *res = PyObject_Vectorcall(self->add_request, args, 4, NULL);
     Py_DECREF(duration_obj);
     Py_XDECREF(res);
     return res == NULL ? -1 : 0;
@@ -239,7 +530,7 @@ start_request(RollupCore *self, PyObject *span)
         return local_child < 0 ? -1 : 0; /* a local child: its calls belong to the enclosing request */
 
     PyObject *context = PyObject_GetAttr(span, s_context);
-    PyObject *budget = NULL, *sink = NULL, *table_type = NULL, *table = NULL;
+    PyObject *budget = NULL, *table = NULL;
     int rc = -1;
     if (context == NULL || !is_span_context(context))
         goto done;
@@ -248,11 +539,10 @@ start_request(RollupCore *self, PyObject *span)
     if (flags == -1 && PyErr_Occurred())
         goto done;
     budget = (flags & 1) ? PyObject_GetAttr(self->processor, s_spans_per_trace) : PyLong_FromLong(0);
-    if (budget == NULL || (sink = PyObject_GetAttr(self->processor, s_sink)) == NULL ||
-        (table_type = PyObject_GetAttr(sink, s_table_type)) == NULL)
+    if (budget == NULL)
         goto done;
     PyObject *table_args[3] = {budget, trace_id, context};
-    table = PyObject_Vectorcall(table_type, table_args, 3, NULL);
+    table = PyObject_Vectorcall(self->table_type, table_args, 3, NULL);
     if (table == NULL || PyDict_SetItem(self->open, span_id, table) < 0 ||
         PyDict_SetItem(self->by_trace, trace_id, table) < 0)
         goto done;
@@ -264,8 +554,6 @@ start_request(RollupCore *self, PyObject *span)
 done:
     Py_XDECREF(context);
     Py_XDECREF(budget);
-    Py_XDECREF(sink);
-    Py_XDECREF(table_type);
     Py_XDECREF(table);
     return rc;
 }
@@ -378,7 +666,7 @@ end_request(RollupCore *self, PyObject *span, PyObject *table)
     PyObject *spans = NULL, *res = NULL;
     int rc = -1;
     /* Closed, the table takes no more calls; it stays current in the request's context until the
-     * next request replaces it (rollup.py, _close_request). */
+     * next request replaces it (rollup.py, on_end). */
     if (PyObject_SetAttr(table, s_open, Py_False) < 0 || (trace_id = PyObject_GetAttr(table, s_trace_id)) == NULL)
         goto done;
     PyObject *current = PyDict_GetItemWithError(self->by_trace, trace_id);
@@ -482,18 +770,20 @@ rollup_on_ending(RollupCore *self, PyObject *span)
 static PyObject *
 rollup_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"processor", "open", "by_trace", "current_request", "windows", "roll_up_child",
-                             "queue_spans", "route_of", "framing_scopes", "server", "consumer", "status_error",
-                             "overflow_route", "max_open", NULL};
-    PyObject *processor, *open, *by_trace, *current_request, *windows, *roll_up_child, *queue_spans, *route_of;
-    PyObject *framing_scopes, *server, *consumer, *status_error, *overflow_route;
+    static char *kwlist[] = {"processor", "open", "by_trace", "current_request", "windows", "table_type",
+                             "roll_up_child", "queue_spans", "route_of", "framing_scopes", "server", "consumer",
+                             "status_error", "max_open", NULL};
+    PyObject *processor, *open, *by_trace, *current_request, *windows, *table_type, *roll_up_child, *queue_spans;
+    PyObject *route_of, *framing_scopes, *server, *consumer, *status_error;
     Py_ssize_t max_open;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!O!O!OOOOO!OOOUn:RollupCore", kwlist, &processor, &PyDict_Type,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!O!O!OOOOOO!OOOn:RollupCore", kwlist, &processor, &PyDict_Type,
                                      &open, &PyDict_Type, &by_trace, &PyContextVar_Type, &current_request, &windows,
-                                     &roll_up_child, &queue_spans, &route_of, &PyFrozenSet_Type, &framing_scopes,
-                                     &server, &consumer, &status_error, &overflow_route, &max_open))
+                                     &table_type, &roll_up_child, &queue_spans, &route_of, &PyFrozenSet_Type,
+                                     &framing_scopes, &server, &consumer, &status_error, &max_open))
         return NULL;
-    PyObject *add_request = PyObject_GetAttrString(windows, "add_request");
+    /* The Python twin is folded into through its public method; this module's with a C call. */
+    PyObject *add_request = Py_IS_TYPE(windows, &WindowsType) ? Py_NewRef(Py_None)
+                                                               : PyObject_GetAttrString(windows, "add_request");
     if (add_request == NULL)
         return NULL;
     RollupCore *self = (RollupCore *)type->tp_alloc(type, 0);
@@ -507,7 +797,7 @@ rollup_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->current_request = Py_NewRef(current_request);
     self->windows = Py_NewRef(windows);
     self->add_request = add_request;
-    self->overflow_route = Py_NewRef(overflow_route);
+    self->table_type = Py_NewRef(table_type);
     self->roll_up_child = Py_NewRef(roll_up_child);
     self->queue_spans = Py_NewRef(queue_spans);
     self->route_of = Py_NewRef(route_of);
@@ -528,7 +818,7 @@ rollup_traverse(RollupCore *self, visitproc visit, void *arg)
     Py_VISIT(self->current_request);
     Py_VISIT(self->windows);
     Py_VISIT(self->add_request);
-    Py_VISIT(self->overflow_route);
+    Py_VISIT(self->table_type);
     Py_VISIT(self->roll_up_child);
     Py_VISIT(self->queue_spans);
     Py_VISIT(self->route_of);
@@ -548,7 +838,7 @@ rollup_clear(RollupCore *self)
     Py_CLEAR(self->current_request);
     Py_CLEAR(self->windows);
     Py_CLEAR(self->add_request);
-    Py_CLEAR(self->overflow_route);
+    Py_CLEAR(self->table_type);
     Py_CLEAR(self->roll_up_child);
     Py_CLEAR(self->queue_spans);
     Py_CLEAR(self->route_of);
@@ -597,7 +887,7 @@ static PyTypeObject RollupCoreType = {
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "funcsight.processors._crollup",
-    .m_doc = "The rollup span processor's per-span path in C.",
+    .m_doc = "The rollup span processor's per-span path and its window aggregator, in C.",
     .m_size = -1,
 };
 
@@ -611,23 +901,29 @@ PyInit__crollup(void)
         {&s_kind, "_kind"}, {&s_parent, "_parent"}, {&s_context, "_context"}, {&s_attributes, "_attributes"},
         {&s_dict, "_dict"}, {&s_status, "_status"}, {&s_status_code, "_status_code"},
         {&s_start_time, "_start_time"}, {&s_end_time, "_end_time"}, {&s_scope, "_instrumentation_scope"},
-        {&s_name, "_name"}, {&s_enabled, "enabled"}, {&s_spans_per_trace, "spans_per_trace"}, {&s_sink, "sink"},
-        {&s_table_type, "table_type"}, {&s_open, "open"}, {&s_trace_id, "trace_id"}, {&s_spans, "spans"},
-        {&s_lock, "_lock"}, {&s_acquire, "acquire"}, {&s_release, "release"}, {&s_window, "_open"},
-        {&s_routes, "routes"}, {&s_tables, "tables"}, {&s_series, "series"}, {&s_max_series, "max_series"},
-        {&s_overflow_series, "overflow_series"}, {&s_absorb, "absorb"}, {&s_has_errors, "has_errors"},
+        {&s_name, "_name"}, {&s_enabled, "enabled"}, {&s_spans_per_trace, "spans_per_trace"},
+        {&s_open, "open"}, {&s_trace_id, "trace_id"}, {&s_spans, "spans"},
+        {&s_series, "series"}, {&s_absorb, "absorb"}, {&s_has_errors, "has_errors"}, {&s_time, "time"},
         {&s_route, "http.route"}, {&s_status_new, "http.response.status_code"}, {&s_status_old, "http.status_code"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         if (*names[i].slot == NULL && (*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL)
             return NULL;
     }
-    if (PyType_Ready(&RollupCoreType) < 0)
+    if (time_time == NULL) {
+        PyObject *time_module = PyImport_ImportModule("time");
+        time_time = time_module ? PyObject_GetAttr(time_module, s_time) : NULL;
+        Py_XDECREF(time_module);
+        if (time_time == NULL)
+            return NULL;
+    }
+    if (PyType_Ready(&RollupCoreType) < 0 || PyType_Ready(&WindowsType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL)
         return NULL;
-    if (PyModule_AddObjectRef(m, "RollupCore", (PyObject *)&RollupCoreType) < 0) {
+    if (PyModule_AddObjectRef(m, "RollupCore", (PyObject *)&RollupCoreType) < 0 ||
+        PyModule_AddObjectRef(m, "WindowAggregator", (PyObject *)&WindowsType) < 0) {
         Py_DECREF(m);
         return NULL;
     }
