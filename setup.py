@@ -35,7 +35,8 @@ def extensions():
         ),
         Extension(
             "funcsight.processors._crollup",
-            ["processors/_crollup.c"],
+            ["processors/_crollup.c", "processors/_cwindow.c"],
+            depends=["processors/_crollup.h"],
             optional=not REQUIRE_C,
         ),
     ]
