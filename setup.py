@@ -43,9 +43,9 @@ def extensions():
         ),
         Extension(
             "funcsight.processors._crollup",
-            ["processors/_crollup.c"],
+            ["processors/_crollup.c", "processors/_cwindow.c"],
             include_dirs=["."],
-            depends=histogram,
+            depends=["processors/_crollup.h"] + histogram,
             optional=not REQUIRE_C,
         ),
     ]

@@ -57,7 +57,7 @@ def child(app: str, funcsight: bool, warmup: int, requests: int) -> None:
 
     trace.set_tracer_provider(TracerProvider())
     if funcsight:
-        from funcsight.instrumentation.instrumentor import FuncsightInstrumentor
+        from funcsight.agent import FuncsightInstrumentor
 
         FuncsightInstrumentor().instrument()
         if os.environ.get("BENCH_WITHOUT_ROLLUP"):  # SDK internals: a benchmark knob, not a product one

@@ -33,7 +33,7 @@ app_dir, functions, routes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 sys.path.insert(0, app_dir)
 trace.set_tracer_provider(TracerProvider())
 base = rss_mib()
-from funcsight.instrumentation import FuncsightInstrumentor
+from funcsight.agent import FuncsightInstrumentor
 FuncsightInstrumentor().instrument(app_dir=app_dir, db_path=os.path.join(app_dir, "fs.db"), export_interval_s=3600)
 running = FuncsightInstrumentor.running
 import many

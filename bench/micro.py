@@ -44,7 +44,7 @@ from pathlib import Path
 
 from funcsight.config import Config
 from funcsight.instrumentation import csensor
-from funcsight.instrumentation._pysensor import PythonSensor, Sink
+from funcsight.instrumentation._pysensor import PythonSensor
 from funcsight.instrumentation.registry import FunctionRegistry
 from funcsight.instrumentation.selection import CodeSelector
 
@@ -141,9 +141,10 @@ class Variant:
             self.note = csensor.UNAVAILABLE or "C sensor unavailable"
             return False
         config = Config(include=(self.module_name,))
-        registry, selector, self.sink = FunctionRegistry(), CodeSelector(config), Sink()
+        registry, selector = FunctionRegistry(), CodeSelector(config)
         make = csensor.CSensor if implementation == "c" else PythonSensor
-        core = make(registry, selector, self.sink)
+        core = make(registry, selector)
+        self.sink = core.sink
         if hasattr(sys, "monitoring"):
             self.sensor = core
         else:
@@ -195,7 +196,7 @@ def install_floor_rewriter(variant: Variant) -> bool:
         return False
     config = Config(include=(variant.module_name,))
     selector = CodeSelector(config)
-    variant.sensor = RewritingSensor(PythonSensor(FunctionRegistry(), selector, Sink()), selector)
+    variant.sensor = RewritingSensor(PythonSensor(FunctionRegistry(), selector), selector)
     hooks = rewrite._HOOK_SETS[variant.sensor.rewriter.token]
     f1, f2 = csensor._csensor._floor, csensor._csensor._floor2
     # enter, enter_co, leave, unwind -> token; yield_, resume, await_ -> their value; async for/with

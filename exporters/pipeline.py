@@ -1,25 +1,20 @@
 """The export pipeline: one daemon thread that, every interval, closes a window and hands it on.
 
-Per interval: background calls are folded in, the window is swapped out, each consumer (the store
-writer, the OpenTelemetry metrics bridge) gets it, and function spans queued by the rollup
-processor are emitted. A consumer that fails is logged and skipped; the others still run. On
-shutdown (normal exit, SIGTERM, SIGINT) the last window is flushed once.
+Per interval it calls ``drain`` (the rollup processor's: it returns one closed
+:class:`~funcsight.processors.windows.Window`) and gives that window to each consumer in turn (the
+store writer, OpenTelemetry metrics, function spans). Nothing flows back: the consumers read the
+window and nothing else. A consumer that fails is logged and skipped; the others still run. On
+shutdown (normal exit, SIGTERM, SIGINT) the last window is flushed once. The thread runs with
+instrumentation suppressed, so the exporters' own I/O is never observed.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Callable
 
-from opentelemetry import trace
-from opentelemetry.trace import NonRecordingSpan, SpanKind, Status, StatusCode
-
-from funcsight import names
-from funcsight.instrumentation.registry import FunctionRegistry
-from funcsight.processors.rollup import RollupSpanProcessor
-from funcsight.processors.windows import Window, WindowAggregator, exception_name
+from funcsight.processors.windows import Window
 
 try:
     from opentelemetry.instrumentation.utils import suppress_instrumentation
@@ -30,35 +25,21 @@ _log = logging.getLogger("funcsight")
 
 
 class ExportPipeline:
-    def __init__(
-        self,
-        interval_s: float,
-        windows: WindowAggregator,
-        sink,
-        sensor,
-        processor: RollupSpanProcessor,
-        registry: FunctionRegistry,
-        consumers: list[Callable[[Window], object]],
-        tracer: trace.Tracer | None,
-        span_sink: Callable[[list], object] | None = None,
-    ):
+    def __init__(self, interval_s: float, drain: Callable[[], Window], consumers: list[Callable[[Window], object]]):
         self.interval_s = interval_s
-        self.windows = windows
-        self.sink = sink
-        self.sensor = sensor
-        self.processor = processor
-        self.registry = registry
+        self.drain = drain
         self.consumers = consumers
-        self.tracer = tracer
-        self.span_sink = span_sink  # also receives the function spans (the store)
         self.windows_exported = 0
         self.consumer_failures = 0
         self._stop = threading.Event()
         self._flush_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._shut_down = False
-        # perf_counter_ns() + offset = epoch ns, for spans built from the sensor's timestamps.
-        self._epoch_offset = time.time_ns() - time.perf_counter_ns()
+
+    @property
+    def shut_down(self) -> bool:
+        """True once :meth:`shutdown` ran (the last window is flushed or being flushed)."""
+        return self._shut_down
 
     def start(self) -> None:
         self._stop = threading.Event()
@@ -72,13 +53,7 @@ class ExportPipeline:
     def flush(self) -> None:
         with self._flush_lock, suppress_instrumentation():
             try:
-                sweep = getattr(self.sensor, "sweep_parked", None)
-                if sweep is not None:
-                    sweep()
-                fresh = self.sink.new_table()
-                background, self.sink.background = self.sink.background, fresh
-                self.windows.add_background(background)
-                window = self.windows.drain()
+                window = self.drain()
             except Exception:
                 _log.exception("funcsight: closing a window failed")
                 return
@@ -89,47 +64,6 @@ class ExportPipeline:
                     self.consumer_failures += 1
                     _log.exception("funcsight: exporting a window failed")
             self.windows_exported += 1
-            self._emit_function_spans()
-
-    def _emit_function_spans(self) -> None:
-        pending = self.processor.pending_spans
-        if self.tracer is None:
-            pending.clear()
-            return
-        functions = self.registry.functions
-        offset = self._epoch_offset
-        emitted = []
-        while pending:
-            try:
-                root, calls = pending.popleft()
-            except IndexError:
-                break
-            parent = trace.set_span_in_context(NonRecordingSpan(root))
-            for fid, start, end, exc_type in calls:
-                try:
-                    info = functions[fid]
-                    attributes = {
-                        names.CODE_FUNCTION_NAME: info.name,
-                        names.CODE_FILE_PATH: info.file,
-                        names.CODE_LINE_NUMBER: info.line,
-                    }
-                    span = self.tracer.start_span(
-                        info.name, context=parent, kind=SpanKind.INTERNAL, start_time=start + offset, attributes=attributes
-                    )
-                    if exc_type is not None:
-                        type_name = exception_name(exc_type)
-                        span.set_attribute(names.EXCEPTION_TYPE, type_name)
-                        span.add_event("exception", {names.EXCEPTION_TYPE: type_name}, timestamp=end + offset)
-                        span.set_status(Status(StatusCode.ERROR))
-                    span.end(end_time=end + offset)
-                    emitted.append(span)
-                except Exception:
-                    _log.exception("funcsight: emitting a function span failed")
-        if emitted and self.span_sink is not None:
-            try:
-                self.span_sink(emitted)
-            except Exception:
-                _log.exception("funcsight: storing function spans failed")
 
     def shutdown(self) -> None:
         """Stop the thread and flush the last window; safe to call more than once."""

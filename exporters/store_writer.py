@@ -1,4 +1,9 @@
-"""Writes windows and function spans into the embedded store, off the request path.
+"""Writes closed windows into the embedded store, off the request path: a consumer of
+:class:`~funcsight.processors.windows.Window`.
+
+One transaction per window: its process, function, error, sample and route rows, and its slow calls
+as function-span rows (the span ids the window gave them, which the OpenTelemetry function spans
+carry too). This module (and so ``sqlite3``) is imported only when the store is on.
 
 A store that cannot be written (missing directory, read-only, full disk, corrupt or foreign file)
 never stops the application: one warning line names the problem, windows wait in a bounded queue
@@ -14,12 +19,14 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from typing import TYPE_CHECKING
 
 from funcsight import names
-from funcsight.instrumentation.registry import FunctionRegistry
-from funcsight.processors.windows import Window
+from funcsight.processors.windows import Window, exception_name
 from funcsight.store.db import StoreError, open_for_writing
+
+if TYPE_CHECKING:
+    from funcsight.instrumentation.registry import FunctionRegistry
 
 _log = logging.getLogger("funcsight")
 MAX_PENDING_WINDOWS = 360
@@ -102,6 +109,32 @@ class StoreWriter:
                 for route, s in window.routes.items()
             ],
         )
+        if window.slow_calls:
+            conn.executemany("INSERT INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", self._span_rows(window))
+
+    def _span_rows(self, window: Window) -> list[tuple]:
+        """The function spans of the window's slow calls, as the OpenTelemetry ones are made
+        (exporters/spans.py): same ids, names, times and attributes."""
+        functions = self.registry.functions
+        offset = window.clock_offset_ns
+        rows = []
+        for root, calls in window.slow_calls:
+            trace_id, parent_id = format(root.trace_id, "032x"), format(root.span_id, "016x")
+            for fid, start, end, exc_type, span_id in calls:
+                info = functions[fid]
+                attributes = {
+                    names.CODE_FUNCTION_NAME: info.name,
+                    names.CODE_FILE_PATH: info.file,
+                    names.CODE_LINE_NUMBER: info.line,
+                }
+                if exc_type is not None:
+                    attributes[names.EXCEPTION_TYPE] = exception_name(exc_type)
+                rows.append((
+                    trace_id, format(span_id, "016x"), parent_id, self._process_row, info.name,
+                    (start + offset) / 1e9, max(0, end - start), attributes.get(names.EXCEPTION_TYPE),
+                    json.dumps(attributes, default=str, separators=(",", ":")),
+                ))
+        return rows
 
     def _function_rows_for(self, fids: set[int]) -> dict[int, int]:
         conn = self._conn
@@ -115,17 +148,6 @@ class StoreWriter:
             )
             self._function_rows[fid] = row
         return self._function_rows
-
-    # -------------------------------------------------------------------------------------- spans
-    def write_spans(self, rows: list[tuple]) -> bool:
-        with self._lock:
-            return self._attempt(self._insert_spans, rows)
-
-    def _insert_spans(self, conn: sqlite3.Connection, rows: list[tuple]) -> None:
-        conn.executemany(
-            "INSERT INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(*row[:3], self._process_row, *row[3:]) for row in rows],
-        )
 
     # ----------------------------------------------------------------------------------- plumbing
     def _attempt(self, write, payload) -> bool:
@@ -204,38 +226,3 @@ class StoreWriter:
         self._conn = None
         self._pending = deque()
         self.process = process
-
-
-class StoreSpanExporter(SpanExporter):
-    """Keeps funcsight's function spans (not every span of the process) in the store."""
-
-    def __init__(self, writer: StoreWriter):
-        self.writer = writer
-
-    def export(self, spans) -> SpanExportResult:
-        rows = []
-        for span in spans:
-            scope = span.instrumentation_scope
-            if scope is None or scope.name != names.SCOPE:
-                continue
-            context = span.get_span_context()
-            parent = span.parent
-            attributes = dict(span.attributes or {})
-            rows.append(
-                (
-                    format(context.trace_id, "032x"),
-                    format(context.span_id, "016x"),
-                    format(parent.span_id, "016x") if parent is not None else None,
-                    span.name,
-                    (span.start_time or 0) / 1e9,
-                    max(0, (span.end_time or 0) - (span.start_time or 0)),
-                    attributes.get(names.EXCEPTION_TYPE),
-                    json.dumps(attributes, default=str, separators=(",", ":")),
-                )
-            )
-        if rows and not self.writer.write_spans(rows):
-            return SpanExportResult.FAILURE
-        return SpanExportResult.SUCCESS
-
-    def shutdown(self) -> None:
-        pass

@@ -14,7 +14,7 @@ back on when resumed, so one invocation is first entry to final exit. Self time 
 the time credited by sensed direct callees: a plain call credits its duration, a generator its
 active segments (its consumer runs between them), a coroutine its whole duration (its awaiter waits).
 
-Cost (measured by ``bench/micro.py``): about 0.5-0.8 us per sensed call; use the C sensor.
+Cost (measured by ``bench/micro.py``, 3.12): about 1.1-1.6 us per sensed call; use the C sensor.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from funcsight.instrumentation.registry import (
 from funcsight.instrumentation.selection import MAIN_MODULE_NAMES, CodeSelector, main_module_name
 
 PLAIN, GENERATOR, COROUTINE = 0, 1, 2
-_FID, _START, _CHILD, _SEGMENT, _ACTIVE, _PARKED = range(6)
 _TOOL_NAME = "funcsight"
 # 2 is PROFILER_ID (cProfile needs it) and 0/1/5 are claimed by debuggers, coverage and optimizers.
 _TOOL_IDS = (4, 3)
@@ -66,12 +65,12 @@ def start_offset(code: CodeType) -> int:
 
 class Sink:
     """Where calls go: the open request's table, else the background table. The rollup processor
-    opens request tables with :meth:`new_table`; the export thread swaps ``background`` out. A
-    sensor implementation may bring its own table type (the C sensor does)."""
+    opens request tables with :meth:`new_table`; closing a window takes the background table with
+    :meth:`take_background`. Each sensor makes its own sink, with its own table type (the C sensor
+    brings C tables), chosen once when the sensor is made."""
 
-    table_type = CallTable
-
-    def __init__(self, slow_ns: int = 50_000_000, sample_error=stack_sample):
+    def __init__(self, table_type: type = CallTable, slow_ns: int = 50_000_000, sample_error=stack_sample):
+        self.table_type = table_type
         self.background = self.new_table()
         self.slow_ns = slow_ns
         self.sample_error = sample_error  # exception -> (stack, message): once per function x type
@@ -79,14 +78,20 @@ class Sink:
     def new_table(self, span_budget: int = 0, trace_id: int = 0, root=None):
         return self.table_type(span_budget, trace_id, root)
 
+    def take_background(self):
+        """The background table, replaced by a fresh one (the export thread, once per window)."""
+        table, self.background = self.background, self.new_table()
+        return table
+
 
 class PythonSensor:
     implementation = "python"
 
-    def __init__(self, registry: FunctionRegistry, selector: CodeSelector, sink: Sink):
+    def __init__(self, registry: FunctionRegistry, selector: CodeSelector, slow_ns: int = 50_000_000,
+                 sample_error=stack_sample):
         self.registry = registry
         self.selector = selector
-        self.sink = sink
+        self.sink = self._make_sink(int(slow_ns), sample_error)
         self.kinds: list[int] = []  # by function id
         self._ids: dict[int, int] = {}  # id(code) -> function id, sensed code only
         self._codes: list[CodeType] = []  # keeps sensed code alive so its id() is never reused
@@ -97,6 +102,9 @@ class PythonSensor:
         self._tool_id: int | None = None
         self.internal_errors = 0
         self._build()
+
+    def _make_sink(self, slow_ns: int, sample_error) -> Sink:
+        return Sink(CallTable, slow_ns, sample_error)
 
     # ----------------------------------------------------------------- classification (cold path)
     def classify(self, code: CodeType, module: str) -> int:

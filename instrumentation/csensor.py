@@ -8,8 +8,9 @@ CPython function watcher) and sensed code alone gets the PY_START/RETURN/YIELD/R
 local events: switched on globally, they would make all other code pay too (see ``_switch_on``).
 
 Calls go to C call tables (:class:`_csensor.CallTable`, same Python-visible format as
-:class:`calls.CallTable`): the sink is switched to that table type, and its ``background`` becomes
-a property over the core's own pointer, so a call outside a request costs one pointer read.
+:class:`calls.CallTable`): the C sensor makes its own sink (:class:`CSink`), whose table type is
+the C table and whose ``background`` is a property over the core's own pointer, so a call outside
+a request costs one pointer read.
 
 The extension is optional (see ``setup.py``); :data:`UNAVAILABLE` says why it cannot be used.
 """
@@ -23,7 +24,7 @@ import weakref
 from types import FunctionType
 
 from funcsight.instrumentation._pysensor import PythonSensor, Sink, kind_of
-from funcsight.instrumentation.calls import current_request
+from funcsight.instrumentation.calls import current_request, stack_sample
 from funcsight.instrumentation.registry import FunctionInfo, FunctionRegistry, function_info
 from funcsight.instrumentation.selection import CodeSelector
 
@@ -49,16 +50,20 @@ CallTable = _csensor.CallTable if _csensor is not None else None
 class CSensor(PythonSensor):
     implementation = "c"
 
-    def __init__(self, registry: FunctionRegistry, selector: CodeSelector, sink: Sink):
+    def __init__(self, registry: FunctionRegistry, selector: CodeSelector, slow_ns: int = 50_000_000,
+                 sample_error=stack_sample):
         if _csensor is None:
             raise ImportError(UNAVAILABLE)
-        # Before PythonSensor.__init__: it sets internal_errors (a property over the core here).
-        self._core = _csensor.Core(self.classify, current_request, int(sink.slow_ns))
+        # Before PythonSensor.__init__: it sets internal_errors (a property over the core here)
+        # and makes the sink over this core.
+        self._core = _csensor.Core(self.classify, current_request, int(slow_ns))
         self._local_events = 0  # sys.monitoring events switched on per sensed code object
         self._instrumented: dict = {}  # id(code) -> weak reference, for code with those events on
-        super().__init__(registry, selector, sink)
-        _csensor.set_stack_sampler(sink.sample_error)
-        _bind_sink(sink, self._core)  # last: nothing can fail after the sink is switched to C
+        super().__init__(registry, selector, slow_ns, sample_error)
+        _csensor.set_stack_sampler(sample_error)
+
+    def _make_sink(self, slow_ns: int, sample_error) -> Sink:
+        return CSink(self._core, slow_ns, sample_error)
 
     # ------------------------------------------------------------ classification (Python, cold)
     def classify(self, code, module: str) -> int:
@@ -157,56 +162,29 @@ class CSensor(PythonSensor):
 
 
 # ------------------------------------------------------------------------------------------ sink
-_C_SINKS: dict[type, type] = {}
+class CSink(Sink):
+    """The C sensor's sink: C call tables, and ``background`` and ``slow_ns`` kept in the core
+    (the hot path reads them there, without a Python attribute lookup)."""
+
+    def __init__(self, core, slow_ns: int, sample_error=stack_sample):
+        self._core = core
+        super().__init__(_csensor.CallTable, slow_ns, sample_error)
+
+    @property
+    def background(self):
+        return self._core.background
+
+    @background.setter
+    def background(self, table) -> None:
+        self._core.background = table
+
+    @property
+    def slow_ns(self) -> int:
+        return self._core.slow_ns
+
+    @slow_ns.setter
+    def slow_ns(self, value: int) -> None:
+        self._core.slow_ns = int(value)
 
 
-def _c_sink_class(base: type) -> type:
-    """``base`` with ``background`` and ``slow_ns`` read from and written to the C core."""
-    cls = _C_SINKS.get(base)
-    if cls is None:
-
-        def get_background(self):
-            return self._core.background
-
-        def set_background(self, table):
-            self._core.background = table
-
-        def get_slow_ns(self):
-            return self._core.slow_ns
-
-        def set_slow_ns(self, value):
-            self._core.slow_ns = int(value)
-
-        cls = type(
-            "C" + base.__name__,
-            (base,),
-            {
-                "__doc__": base.__doc__,
-                "__module__": __name__,
-                "background": property(get_background, set_background),
-                "slow_ns": property(get_slow_ns, set_slow_ns),
-            },
-        )
-        _C_SINKS[base] = cls
-    return cls
-
-
-def _bind_sink(sink: Sink, core) -> None:
-    """Make ``sink`` hand out C tables and keep its background table in ``core``."""
-    state = vars(sink)
-    slow_ns = state.pop("slow_ns", None)
-    background = state.pop("background", None)
-    if isinstance(sink, tuple(_C_SINKS.values())):  # bound to an earlier core: take over its table
-        background = sink.background
-        slow_ns = sink.slow_ns
-    else:
-        sink.__class__ = _c_sink_class(type(sink))
-    sink._core = core
-    sink.table_type = _csensor.CallTable
-    # The Python table a fresh Sink starts with is empty; one with calls is kept out of the way.
-    core.background = background if isinstance(background, _csensor.CallTable) else sink.new_table()
-    if slow_ns is not None:
-        core.slow_ns = int(slow_ns)
-
-
-__all__ = ["CSensor", "CallTable", "UNAVAILABLE", "available"]
+__all__ = ["CSensor", "CSink", "CallTable", "UNAVAILABLE", "available"]

@@ -94,5 +94,10 @@ class FunctionRegistry:
     def lookup(self, name: str, kind: str = FUNCTION) -> int | None:
         return self._ids.get((name, kind))
 
+    def reset_after_fork(self) -> None:
+        """In a forked child: a thread of the parent may have been registering a function at the
+        fork, so the lock may have been copied held. The functions stay (ids are never reused)."""
+        self._lock = threading.Lock()
+
 
 __all__ = ["FunctionInfo", "FunctionRegistry", "FUNCTION", "SPAN", "code_hash", "function_info"]

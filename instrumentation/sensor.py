@@ -18,7 +18,8 @@ import sys
 
 from funcsight.config import Config
 from funcsight.instrumentation import csensor
-from funcsight.instrumentation._pysensor import PythonSensor, Sink
+from funcsight.instrumentation._pysensor import PythonSensor
+from funcsight.instrumentation.calls import stack_sample
 from funcsight.instrumentation.registry import FunctionRegistry
 from funcsight.instrumentation.selection import CodeSelector
 
@@ -34,6 +35,7 @@ class RewritingSensor:
         from funcsight.instrumentation.rewrite import ImportRewriter
 
         self.core = core
+        self.sink = core.sink
         self.sweep_parked = core.sweep_parked
         self.rewriter = ImportRewriter(core, selector)  # takes a C core's own hooks (rewrite_hooks)
 
@@ -52,24 +54,27 @@ class RewritingSensor:
         self.rewriter.uninstall()
 
 
-def make_core(choice: str, registry: FunctionRegistry, selector: CodeSelector, sink: Sink) -> PythonSensor:
-    """The C core unless ``choice`` is ``python`` or the extension cannot be used."""
+def make_core(choice: str, registry: FunctionRegistry, selector: CodeSelector, slow_ns: int = 50_000_000,
+              sample_error=stack_sample) -> PythonSensor:
+    """The C core unless ``choice`` is ``python`` or the extension cannot be used. The core makes
+    the sink it feeds (``core.sink``), with its own table type."""
     global _fallback_reported
     if choice != "python":
         reason, log = csensor.UNAVAILABLE, _log.warning if choice == "c" else _log.info
         if csensor.available():
             try:
-                return csensor.CSensor(registry, selector, sink)
+                return csensor.CSensor(registry, selector, slow_ns, sample_error)
             except Exception as err:  # e.g. no pthread key left: something is wrong, say so
                 reason, log = f"the C sensor could not start ({err})", _log.warning
         if not _fallback_reported:
             _fallback_reported = True
             log("funcsight: using the Python sensor: %s", reason)
-    return PythonSensor(registry, selector, sink)
+    return PythonSensor(registry, selector, slow_ns, sample_error)
 
 
-def make_sensor(config: Config, registry: FunctionRegistry, selector: CodeSelector, sink: Sink):
-    core = make_core(config.implementation, registry, selector, sink)
+def make_sensor(config: Config, registry: FunctionRegistry, selector: CodeSelector, sample_error=stack_sample):
+    """The sensor ``config`` asks for; ``sensor.sink`` is where its calls go."""
+    core = make_core(config.implementation, registry, selector, int(config.slow_call_ms * 1_000_000), sample_error)
     if HAS_MONITORING:
         return core
     return RewritingSensor(core, selector)

@@ -5,10 +5,12 @@
  * instructions per Flask request (bench/instructions.py), most of it Python frames and the SDK
  * span's properties. This type does the same work (rollup.py's Python methods are its twin, and
  * the semantics live there) reading the SDK span's own fields, which rollup.py checks once are where
- * this reads them (SDK_FIELDS_READABLE). Folding the request's table into the open window is
- * WindowAggregator.add_request's fast path, under the same lock. What is rare (a child span to roll
- * up, a route not set as http.route, a new route, a request with errors or kept spans) calls the
- * Python methods.
+ * this reads them (SDK_FIELDS_READABLE). What is rare (a child span to roll up, a route not set as
+ * http.route, a request with kept spans) calls the Python methods.
+ *
+ * WindowAggregator is the C twin of windows.py's WindowAggregator (same methods, same tests): it owns
+ * its lock and the open window's parts, and RollupCore folds a finished request into it with a C
+ * call (windows_add_request). With the Python twin, RollupCore calls its public add_request.
  *
  * Nothing here raises into the application: a failure is counted in `failures` and the span is
  * left alone.
@@ -17,7 +19,8 @@
 #include <Python.h>
 #include <structmember.h>
 
-#include "funcsight/histogram.h" /* fs_bucket_of: calls.bucket_of, shared with the sensor */
+#include "_crollup.h"
+#include "funcsight/histogram.h" /* fs_bucket_of, shared with the sensor */
 
 typedef struct {
     PyObject_HEAD
@@ -25,9 +28,9 @@ typedef struct {
     PyObject *open;            /* dict: root span id -> table (the processor's own) */
     PyObject *by_trace;        /* dict: trace id -> table of its open local root */
     PyObject *current_request; /* the ContextVar the sensor reads */
-    PyObject *windows;         /* the WindowAggregator: fold() is its add_request, fast path */
-    PyObject *add_request;     /* WindowAggregator.add_request(route, table, duration, failed) */
-    PyObject *overflow_route;  /* names.OVERFLOW_ROUTE */
+    PyObject *windows;         /* a WindowAggregator: this module's (a C call) or windows.py's */
+    PyObject *add_request;     /* windows.add_request(route, table, duration, failed), the Python twin's */
+    PyObject *table_type;      /* the sensor's call table type (its sink's, chosen once) */
     PyObject *roll_up_child;   /* processor._roll_up_child(span, trace_id) */
     PyObject *queue_spans;     /* processor._queue_spans(table) */
     PyObject *route_of;        /* rollup.route_of(span, attributes) */
@@ -38,11 +41,9 @@ typedef struct {
     Py_ssize_t failures;
 } RollupCore;
 
-static PyObject *s_lock, *s_acquire, *s_release, *s_window, *s_routes, *s_tables, *s_series, *s_max_series,
-    *s_overflow_series, *s_absorb, *s_has_errors;
 static PyObject *s_kind, *s_parent, *s_context, *s_attributes, *s_dict, *s_status, *s_status_code,
-    *s_start_time, *s_end_time, *s_scope, *s_name, *s_enabled, *s_spans_per_trace, *s_sink,
-    *s_table_type, *s_open, *s_trace_id, *s_spans, *s_route, *s_status_new, *s_status_old;
+    *s_start_time, *s_end_time, *s_scope, *s_name, *s_enabled, *s_spans_per_trace,
+    *s_open, *s_trace_id, *s_spans, *s_route, *s_status_new, *s_status_old;
 
 /* SpanContext is a tuple (trace_id, span_id, is_remote, trace_flags, ...): rollup.py probes it. */
 static inline int
@@ -52,7 +53,7 @@ is_span_context(PyObject *context)
 }
 
 /* list[index] += amount */
-static int
+int
 list_add(PyObject *list, Py_ssize_t index, int64_t amount)
 {
     PyObject *add = PyLong_FromLongLong(amount);
@@ -64,7 +65,7 @@ list_add(PyObject *list, Py_ssize_t index, int64_t amount)
 }
 
 /* dict[key] = dict.get(key, 0) + 1 */
-static int
+int
 dict_increment(PyObject *dict, PyObject *key)
 {
     PyObject *old = PyDict_GetItemWithError(dict, key);
@@ -78,124 +79,22 @@ dict_increment(PyObject *dict, PyObject *key)
     return rc;
 }
 
-/* object.name += amount */
-static int
-attr_add(PyObject *object, PyObject *name, PyObject *amount)
-{
-    PyObject *old = PyObject_GetAttr(object, name);
-    PyObject *sum = old ? PyNumber_Add(old, amount) : NULL;
-    int rc = sum == NULL ? -1 : PyObject_SetAttr(object, name, sum);
-    Py_XDECREF(old);
-    Py_XDECREF(sum);
-    return rc;
-}
+/* ------------------------------------------------------------------------------------------------
+ * RollupCore: the rollup span processor's on_start/on_end.
+ */
 
-/* WindowAggregator.add_request and _merge (windows.py, the twin), under the window lock, for a
- * route and table type the open window holds already and a table without errors: 0. Any other
- * case is 1, before anything changed: the caller runs the Python method. -1: an exception. */
-static int
-fold_locked(RollupCore *self, PyObject *route, PyObject *table, int64_t duration, int failed)
-{
-    PyObject *window = NULL, *routes = NULL, *tables = NULL, *has_errors = NULL, *series = NULL;
-    PyObject *max_series = NULL, *room = NULL, *absorbed = NULL, *bucket = NULL;
-    PyObject *stats = NULL, *into = NULL, *overflow = NULL; /* held: absorb() may run Python code */
-    int rc = -1;
-    if ((window = PyObject_GetAttr(self->windows, s_window)) == NULL ||
-        (routes = PyObject_GetAttr(window, s_routes)) == NULL ||
-        (tables = PyObject_GetAttr(window, s_tables)) == NULL ||
-        (has_errors = PyObject_GetAttr(table, s_has_errors)) == NULL)
-        goto done;
-    rc = 1;
-    if (has_errors != Py_False || !PyDict_CheckExact(routes) || !PyDict_CheckExact(tables))
-        goto done;
-    stats = Py_XNewRef(PyDict_GetItemWithError(routes, route));
-    PyObject *by_type = PyDict_GetItemWithError(tables, (PyObject *)Py_TYPE(table)); /* borrowed */
-    if (stats == NULL || by_type == NULL || !PyDict_CheckExact(by_type))
-        goto slow;
-    into = Py_XNewRef(PyDict_GetItemWithError(by_type, route));
-    overflow = into ? Py_XNewRef(PyDict_GetItemWithError(by_type, self->overflow_route)) : NULL;
-    if (into == NULL || overflow == NULL || !PyList_CheckExact(stats) || PyList_GET_SIZE(stats) != 4 ||
-        !PyDict_CheckExact(PyList_GET_ITEM(stats, 3)))
-        goto slow;
-    rc = -1;
-    if ((series = PyObject_GetAttr(window, s_series)) == NULL ||
-        (max_series = PyObject_GetAttr(self->windows, s_max_series)) == NULL ||
-        (room = PyNumber_Subtract(max_series, series)) == NULL)
-        goto done;
-    absorbed = PyObject_CallMethodObjArgs(into, s_absorb, table, room, overflow, NULL);
-    if (absorbed == NULL)
-        goto done;
-    if (!PyTuple_Check(absorbed) || PyTuple_GET_SIZE(absorbed) != 2) {
-        PyErr_SetString(PyExc_TypeError, "absorb() must return (created, overflowed)");
-        goto done;
-    }
-    PyObject *created = PyTuple_GET_ITEM(absorbed, 0), *overflowed = PyTuple_GET_ITEM(absorbed, 1);
-    int spilled = PyObject_IsTrue(overflowed);
-    if (spilled < 0 || attr_add(window, s_series, created) < 0 ||
-        (spilled && attr_add(window, s_overflow_series, overflowed) < 0))
-        goto done;
-    if (!PyList_CheckExact(stats) || PyList_GET_SIZE(stats) != 4 || !PyDict_CheckExact(PyList_GET_ITEM(stats, 3))) {
-        PyErr_SetString(PyExc_RuntimeError, "a route's statistics changed shape while a request was folded");
-        goto done;
-    }
-    PyObject *histogram = PyList_GET_ITEM(stats, 3); /* borrowed from stats, held */
-    if (list_add(stats, 0, 1) < 0 || (failed && list_add(stats, 1, 1) < 0) || list_add(stats, 2, duration) < 0 ||
-        (bucket = PyLong_FromLong(fs_bucket_of(duration))) == NULL || dict_increment(histogram, bucket) < 0)
-        goto done;
-    rc = 0;
-    goto done;
-slow:
-    if (PyErr_Occurred())
-        rc = -1;
-done:
-    Py_XDECREF(window);
-    Py_XDECREF(routes);
-    Py_XDECREF(tables);
-    Py_XDECREF(has_errors);
-    Py_XDECREF(series);
-    Py_XDECREF(max_series);
-    Py_XDECREF(room);
-    Py_XDECREF(absorbed);
-    Py_XDECREF(bucket);
-    Py_XDECREF(stats);
-    Py_XDECREF(into);
-    Py_XDECREF(overflow);
-    return rc;
-}
-
-/* Fold a finished request into the open window: the C fast path, else add_request. */
+/* Fold a finished request into the open window: a C call into this module's WindowAggregator,
+ * else the Python twin's public add_request. */
 static int
 fold(RollupCore *self, PyObject *route, PyObject *table, int64_t duration, int failed)
 {
-    PyObject *lock = PyObject_GetAttr(self->windows, s_lock); /* reset() replaces it after fork */
-    if (lock == NULL)
-        return -1;
-    PyObject *res = PyObject_CallMethodNoArgs(lock, s_acquire);
-    if (res == NULL) {
-        Py_DECREF(lock);
-        return -1;
-    }
-    Py_DECREF(res);
-    int rc = fold_locked(self, route, table, duration, failed);
-    PyObject *type, *value, *traceback;
-    PyErr_Fetch(&type, &value, &traceback);
-    res = PyObject_CallMethodNoArgs(lock, s_release);
-    Py_DECREF(lock);
-    if (res == NULL) {
-        Py_XDECREF(type);
-        Py_XDECREF(value);
-        Py_XDECREF(traceback);
-        return -1;
-    }
-    Py_DECREF(res);
-    PyErr_Restore(type, value, traceback);
-    if (rc != 1)
-        return rc;
+    if (Py_IS_TYPE(self->windows, &WindowsType))
+        return windows_add_request(self->windows, route, table, duration, failed);
     PyObject *duration_obj = PyLong_FromLongLong(duration);
     if (duration_obj == NULL)
         return -1;
     PyObject *args[4] = {route, table, duration_obj, failed ? Py_True : Py_False};
-    res = PyObject_Vectorcall(self->add_request, args, 4, NULL);
+    PyObject *res = PyObject_Vectorcall(self->add_request, args, 4, NULL);
     Py_DECREF(duration_obj);
     Py_XDECREF(res);
     return res == NULL ? -1 : 0;
@@ -230,7 +129,7 @@ start_request(RollupCore *self, PyObject *span)
         return local_child < 0 ? -1 : 0; /* a local child: its calls belong to the enclosing request */
 
     PyObject *context = PyObject_GetAttr(span, s_context);
-    PyObject *budget = NULL, *sink = NULL, *table_type = NULL, *table = NULL;
+    PyObject *budget = NULL, *table = NULL;
     int rc = -1;
     if (context == NULL || !is_span_context(context))
         goto done;
@@ -239,11 +138,10 @@ start_request(RollupCore *self, PyObject *span)
     if (flags == -1 && PyErr_Occurred())
         goto done;
     budget = (flags & 1) ? PyObject_GetAttr(self->processor, s_spans_per_trace) : PyLong_FromLong(0);
-    if (budget == NULL || (sink = PyObject_GetAttr(self->processor, s_sink)) == NULL ||
-        (table_type = PyObject_GetAttr(sink, s_table_type)) == NULL)
+    if (budget == NULL)
         goto done;
     PyObject *table_args[3] = {budget, trace_id, context};
-    table = PyObject_Vectorcall(table_type, table_args, 3, NULL);
+    table = PyObject_Vectorcall(self->table_type, table_args, 3, NULL);
     if (table == NULL || PyDict_SetItem(self->open, span_id, table) < 0 ||
         PyDict_SetItem(self->by_trace, trace_id, table) < 0)
         goto done;
@@ -255,8 +153,6 @@ start_request(RollupCore *self, PyObject *span)
 done:
     Py_XDECREF(context);
     Py_XDECREF(budget);
-    Py_XDECREF(sink);
-    Py_XDECREF(table_type);
     Py_XDECREF(table);
     return rc;
 }
@@ -369,7 +265,7 @@ end_request(RollupCore *self, PyObject *span, PyObject *table)
     PyObject *spans = NULL, *res = NULL;
     int rc = -1;
     /* Closed, the table takes no more calls; it stays current in the request's context until the
-     * next request replaces it (rollup.py, _close_request). */
+     * next request replaces it (rollup.py, on_end). */
     if (PyObject_SetAttr(table, s_open, Py_False) < 0 || (trace_id = PyObject_GetAttr(table, s_trace_id)) == NULL)
         goto done;
     PyObject *current = PyDict_GetItemWithError(self->by_trace, trace_id);
@@ -474,18 +370,20 @@ rollup_on_ending(RollupCore *self, PyObject *span)
 static PyObject *
 rollup_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"processor", "open", "by_trace", "current_request", "windows", "roll_up_child",
-                             "queue_spans", "route_of", "framing_scopes", "server", "consumer", "status_error",
-                             "overflow_route", "max_open", NULL};
-    PyObject *processor, *open, *by_trace, *current_request, *windows, *roll_up_child, *queue_spans, *route_of;
-    PyObject *framing_scopes, *server, *consumer, *status_error, *overflow_route;
+    static char *kwlist[] = {"processor", "open", "by_trace", "current_request", "windows", "table_type",
+                             "roll_up_child", "queue_spans", "route_of", "framing_scopes", "server", "consumer",
+                             "status_error", "max_open", NULL};
+    PyObject *processor, *open, *by_trace, *current_request, *windows, *table_type, *roll_up_child, *queue_spans;
+    PyObject *route_of, *framing_scopes, *server, *consumer, *status_error;
     Py_ssize_t max_open;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!O!O!OOOOO!OOOUn:RollupCore", kwlist, &processor, &PyDict_Type,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!O!O!OOOOOO!OOOn:RollupCore", kwlist, &processor, &PyDict_Type,
                                      &open, &PyDict_Type, &by_trace, &PyContextVar_Type, &current_request, &windows,
-                                     &roll_up_child, &queue_spans, &route_of, &PyFrozenSet_Type, &framing_scopes,
-                                     &server, &consumer, &status_error, &overflow_route, &max_open))
+                                     &table_type, &roll_up_child, &queue_spans, &route_of, &PyFrozenSet_Type,
+                                     &framing_scopes, &server, &consumer, &status_error, &max_open))
         return NULL;
-    PyObject *add_request = PyObject_GetAttrString(windows, "add_request");
+    /* The Python twin is folded into through its public method; this module's with a C call. */
+    PyObject *add_request = Py_IS_TYPE(windows, &WindowsType) ? Py_NewRef(Py_None)
+                                                               : PyObject_GetAttrString(windows, "add_request");
     if (add_request == NULL)
         return NULL;
     RollupCore *self = (RollupCore *)type->tp_alloc(type, 0);
@@ -499,7 +397,7 @@ rollup_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->current_request = Py_NewRef(current_request);
     self->windows = Py_NewRef(windows);
     self->add_request = add_request;
-    self->overflow_route = Py_NewRef(overflow_route);
+    self->table_type = Py_NewRef(table_type);
     self->roll_up_child = Py_NewRef(roll_up_child);
     self->queue_spans = Py_NewRef(queue_spans);
     self->route_of = Py_NewRef(route_of);
@@ -520,7 +418,7 @@ rollup_traverse(RollupCore *self, visitproc visit, void *arg)
     Py_VISIT(self->current_request);
     Py_VISIT(self->windows);
     Py_VISIT(self->add_request);
-    Py_VISIT(self->overflow_route);
+    Py_VISIT(self->table_type);
     Py_VISIT(self->roll_up_child);
     Py_VISIT(self->queue_spans);
     Py_VISIT(self->route_of);
@@ -540,7 +438,7 @@ rollup_clear(RollupCore *self)
     Py_CLEAR(self->current_request);
     Py_CLEAR(self->windows);
     Py_CLEAR(self->add_request);
-    Py_CLEAR(self->overflow_route);
+    Py_CLEAR(self->table_type);
     Py_CLEAR(self->roll_up_child);
     Py_CLEAR(self->queue_spans);
     Py_CLEAR(self->route_of);
@@ -604,7 +502,7 @@ static PyMethodDef module_methods[] = {
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "funcsight.processors._crollup",
-    .m_doc = "The rollup span processor's per-span path in C.",
+    .m_doc = "The rollup span processor's per-span path and its window aggregator, in C.",
     .m_size = -1,
     .m_methods = module_methods,
 };
@@ -619,23 +517,21 @@ PyInit__crollup(void)
         {&s_kind, "_kind"}, {&s_parent, "_parent"}, {&s_context, "_context"}, {&s_attributes, "_attributes"},
         {&s_dict, "_dict"}, {&s_status, "_status"}, {&s_status_code, "_status_code"},
         {&s_start_time, "_start_time"}, {&s_end_time, "_end_time"}, {&s_scope, "_instrumentation_scope"},
-        {&s_name, "_name"}, {&s_enabled, "enabled"}, {&s_spans_per_trace, "spans_per_trace"}, {&s_sink, "sink"},
-        {&s_table_type, "table_type"}, {&s_open, "open"}, {&s_trace_id, "trace_id"}, {&s_spans, "spans"},
-        {&s_lock, "_lock"}, {&s_acquire, "acquire"}, {&s_release, "release"}, {&s_window, "_open"},
-        {&s_routes, "routes"}, {&s_tables, "tables"}, {&s_series, "series"}, {&s_max_series, "max_series"},
-        {&s_overflow_series, "overflow_series"}, {&s_absorb, "absorb"}, {&s_has_errors, "has_errors"},
+        {&s_name, "_name"}, {&s_enabled, "enabled"}, {&s_spans_per_trace, "spans_per_trace"},
+        {&s_open, "open"}, {&s_trace_id, "trace_id"}, {&s_spans, "spans"},
         {&s_route, "http.route"}, {&s_status_new, "http.response.status_code"}, {&s_status_old, "http.status_code"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         if (*names[i].slot == NULL && (*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL)
             return NULL;
     }
-    if (PyType_Ready(&RollupCoreType) < 0)
+    if (PyType_Ready(&RollupCoreType) < 0 || windows_ready() < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL)
         return NULL;
-    if (PyModule_AddObjectRef(m, "RollupCore", (PyObject *)&RollupCoreType) < 0) {
+    if (PyModule_AddObjectRef(m, "RollupCore", (PyObject *)&RollupCoreType) < 0 ||
+        PyModule_AddObjectRef(m, "WindowAggregator", (PyObject *)&WindowsType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

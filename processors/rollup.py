@@ -8,13 +8,22 @@ under that route. Other spans that end inside the request (DB and HTTP clients) 
 same way under their span name, so outbound calls appear beside functions.
 
 For sampled traces, calls that raised or took at least ``FUNCSIGHT_SLOW_CALL_MS`` are kept (up to a
-cap per trace) and emitted later as real function spans, children of the request's root span, off
-the request path. Metrics never come from those spans: they come from every call.
+cap per trace) and handed on with the window, to be emitted (and stored) as function spans, children
+of the request's root span, off the request path. Metrics never come from those spans: they come
+from every call. funcsight's own function spans pass this processor like any span (they are SDK
+spans of the tracer provider it is on) and are left alone: they are never request roots and their
+scope frames no work.
+
+:meth:`RollupSpanProcessor.drain` closes a window: it finishes what the sensor left parked, adds the
+calls made outside any request, and returns one :class:`~funcsight.processors.windows.Window` with
+the aggregates, the slow calls and funcsight's own counters. The exporters read nothing else.
 """
 
 from __future__ import annotations
 
+import random
 import threading
+import time
 from collections import deque
 
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
@@ -22,8 +31,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from funcsight.instrumentation.calls import CallTable, current_request
 from funcsight.instrumentation.registry import FunctionRegistry
-from funcsight.names import HTTP_ROUTE, OVERFLOW_ROUTE, SCOPE, UNMATCHED_ROUTE
-from funcsight.processors.windows import WindowAggregator
+from funcsight.names import HTTP_ROUTE, SCOPE, UNMATCHED_ROUTE
+from funcsight.processors.windows import Counters, Window, WindowAggregator
 
 _ENTRY_KINDS = (SpanKind.SERVER, SpanKind.CONSUMER)
 _ROLLED_UP_KINDS = (SpanKind.CLIENT, SpanKind.PRODUCER, SpanKind.INTERNAL)
@@ -110,16 +119,22 @@ except ImportError:  # the extension is optional (setup.py)
 
 
 class RollupSpanProcessor(SpanProcessor):
+    """``windows``: a :class:`WindowAggregator` or its C twin (``windows.make_windows``);
+    ``sensor``: the sensor whose sink this processor opens request tables from (its public API:
+    ``sink``, ``sweep_parked``, ``internal_errors``)."""
+
     def __init__(
         self,
         windows: WindowAggregator,
         registry: FunctionRegistry,
-        sink,
+        sensor,
         spans_per_trace: int = 20,
         implementation: str = "c",
     ):
         self.windows = windows
-        self.sink = sink
+        self.sensor = sensor
+        self.sink = sensor.sink
+        self._table_type = self.sink.table_type  # chosen once, when the sensor was made
         self.registry = registry
         self.spans_per_trace = spans_per_trace
         self.enabled = True
@@ -132,11 +147,15 @@ class RollupSpanProcessor(SpanProcessor):
         self.implementation = "python"
         self._failures = 0  # spans left alone after an internal failure (the C twin counts its own)
         self._core = None
+        # Counters already handed on with a window: a window carries what was added since.
+        self._reported = Counters()
+        # The sensor's clock (perf_counter_ns, or the C sensor's TSC mapped onto it) + offset = epoch ns.
+        self._clock_offset_ns = time.time_ns() - time.perf_counter_ns()
         if implementation != "python" and _crollup is not None and SDK_FIELDS_READABLE:
             core = _crollup.RollupCore(
-                self, self._open, self._by_trace, current_request, windows, self._roll_up_child,
+                self, self._open, self._by_trace, current_request, windows, self._table_type, self._roll_up_child,
                 self._queue_spans, route_of, _FRAMING_SCOPES, SpanKind.SERVER, SpanKind.CONSUMER,
-                StatusCode.ERROR, OVERFLOW_ROUTE, _MAX_OPEN_REQUESTS,
+                StatusCode.ERROR, _MAX_OPEN_REQUESTS,
             )
             # Instance attributes: the SDK calls the C methods, without a Python frame per span.
             self.on_start, self.on_end, self._on_ending = core.on_start, core.on_end, core.on_ending
@@ -161,7 +180,7 @@ class RollupSpanProcessor(SpanProcessor):
                 return
             context = span.get_span_context()
             budget = self.spans_per_trace if context.trace_flags.sampled else 0
-            table = self.sink.table_type(budget, context.trace_id, context)
+            table = self._table_type(budget, context.trace_id, context)
             self._open[context.span_id] = table
             self._by_trace[context.trace_id] = table
             current_request.set(table)
@@ -222,12 +241,59 @@ class RollupSpanProcessor(SpanProcessor):
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
 
+    # ------------------------------------------------------------------------ closing a window
+    def drain(self) -> Window:
+        """Close the open window (the export thread, once per interval) and return it with the
+        slow calls queued since the last one and funcsight's own counters since then."""
+        try:
+            self.sensor.sweep_parked()  # generators dropped while suspended: their calls end now
+        except Exception:
+            self._failures += 1
+        self.windows.add_background(self.sink.take_background())
+        window = self.windows.drain()
+        window.slow_calls = self._take_slow_calls()
+        window.clock_offset_ns = self._clock_offset_ns
+        self._count(window.counters)
+        return window
+
+    def _take_slow_calls(self) -> list:
+        pending, taken = self.pending_spans, []
+        new_id = random.getrandbits
+        while pending:
+            try:
+                root, calls = pending.popleft()
+            except IndexError:
+                break
+            taken.append((root, [(fid, start, end, exc_type, new_id(64) or 1) for fid, start, end, exc_type in calls]))
+        return taken
+
+    def _totals(self) -> Counters:
+        return Counters(
+            processor_failures=self.failures,
+            dropped_span_batches=self.dropped_span_batches,
+            sensor_errors=getattr(self.sensor, "internal_errors", 0),
+            registry_dropped=self.registry.dropped,
+        )
+
+    def _count(self, counters: Counters) -> None:
+        totals, reported = self._totals(), self._reported
+        counters.processor_failures = totals.processor_failures - reported.processor_failures
+        counters.dropped_span_batches = totals.dropped_span_batches - reported.dropped_span_batches
+        counters.sensor_errors = totals.sensor_errors - reported.sensor_errors
+        counters.registry_dropped = totals.registry_dropped - reported.registry_dropped
+        self._reported = totals
+
     def reset_after_fork(self) -> None:
+        """In a forked child: empty windows, no background calls, no open request, and counters
+        that count from here (the parent reports what it had)."""
+        self.windows.reset()
+        self.sink.take_background()
         for table in self._open.values():
             table.open = False
         self._open.clear()  # in place: the C twin holds these two dicts
         self._by_trace.clear()
         self.pending_spans = deque()
+        self._reported = self._totals()
 
 
 def _span_error_type(span: ReadableSpan):

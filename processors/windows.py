@@ -1,11 +1,17 @@
 """Windows: function x route aggregates between two exports, bounded in size.
 
-The rollup processor folds each finished request's call table in under the request's route; the
-export pipeline swaps the window out every interval. While a window is open its function counters
-live in one call table per route, of the sensor's own table type, so folding a request in is the
-table's ``absorb`` (a C loop for the C sensor: no Python object per function); the export thread
-turns them into the exported ``(function id, route) -> stats`` map once, off the request path.
-Folding takes a lock; the sensor never does, it writes only to call tables.
+A window is open while requests are folded in (:meth:`WindowAggregator.add_request`, from the rollup
+processor, once a request's route is known) and calls made outside any request are added
+(:meth:`~WindowAggregator.add_background`); :meth:`~WindowAggregator.drain` closes it and returns a
+:class:`Window`. While a window is open its function counters live in one call table per route, of
+the sensor's own table type, so folding a request in is the table's ``absorb`` (a C loop for the C
+sensor: no Python object per function); draining turns them into the ``(function id, route) ->
+stats`` map once, off the request path. Folding takes the aggregator's lock; the sensor never does,
+it writes only to call tables.
+
+Two twins with the same methods and tests: :class:`WindowAggregator` here and
+``_crollup.WindowAggregator`` (C), which the C rollup processor folds into with a C call.
+:func:`make_windows` picks one, once.
 """
 
 from __future__ import annotations
@@ -20,18 +26,48 @@ from funcsight.names import BACKGROUND_ROUTE, OVERFLOW_ROUTE
 
 
 @dataclass
+class Counters:
+    """funcsight's own telemetry for one window: what it had to drop or could not do (deltas)."""
+
+    overflow_series: int = 0  # function x route entries sent to the overflow route (series cap)
+    overflow_routes: int = 0  # requests counted under the overflow route (route cap)
+    processor_failures: int = 0  # spans the rollup processor left alone after an internal failure
+    dropped_span_batches: int = 0  # requests whose function spans were dropped (queue full)
+    sensor_errors: int = 0  # failures inside the sensor (never raised into the application)
+    registry_dropped: int = 0  # functions not sensed: FUNCSIGHT_MAX_FUNCTIONS reached
+
+
+@dataclass
 class Window:
+    """One closed window: everything the exporters need, in one object (they read nothing else).
+
+    ``slow_calls``: per request, ``(root span context, [(fid, start ns, end ns, exception type or
+    None, span id), ...])``, calls that were slow or raised in a sampled trace, to be emitted (and
+    stored) as function spans, children of the request's root span. Their times are the sensor's
+    clock; ``clock_offset_ns`` added makes them epoch nanoseconds. ``span id`` is given here, once,
+    so the store and the tracing backend name a function span alike.
+    """
+
     start: float  # epoch seconds
     end: float
     functions: dict = field(default_factory=dict)  # (fid, route) -> [calls, errors, total, self, hist]
     errors: dict = field(default_factory=dict)  # (fid, route, exception type name) -> count
     routes: dict = field(default_factory=dict)  # route -> [requests, errors, total_ns, hist]
     samples: dict = field(default_factory=dict)  # (fid, route, exception type name) -> ErrorSample
-    overflow_series: int = 0
-    overflow_routes: int = 0
+    counters: Counters = field(default_factory=Counters)
+    slow_calls: list = field(default_factory=list)
+    clock_offset_ns: int = 0
+
+    @property
+    def overflow_series(self) -> int:
+        return self.counters.overflow_series
+
+    @property
+    def overflow_routes(self) -> int:
+        return self.counters.overflow_routes
 
     def is_empty(self) -> bool:
-        return not (self.functions or self.routes or self.errors)
+        return not (self.functions or self.routes or self.errors or self.slow_calls)
 
 
 @dataclass
@@ -56,42 +92,84 @@ def exception_name(exc_type: type) -> str:
     return qualname if module == "builtins" else f"{module}.{qualname}"
 
 
-@dataclass
-class _OpenWindow:
-    start: float
-    tables: dict = field(default_factory=dict)  # table type -> {route -> call table of that route}
-    series: int = 0  # function x route entries in all tables
-    errors: dict = field(default_factory=dict)
-    routes: dict = field(default_factory=dict)
-    samples: dict = field(default_factory=dict)
-    overflow_series: int = 0
-    overflow_routes: int = 0
+def close_window(start: float, end: float, tables: dict, errors: dict, routes: dict, samples: dict,
+                 overflow_series: int, overflow_routes: int) -> Window:
+    """The drained :class:`Window` of an open window's parts (both twins call this, outside their
+    lock): the per-route call tables become the ``(fid, route) -> stats`` map."""
+    functions: dict = {}
+    for by_route in tables.values():
+        for route, table in by_route.items():
+            for fid, stats in table.stats.items():
+                into = functions.get((fid, route))
+                if into is None:
+                    functions[(fid, route)] = stats
+                else:  # the same route under two table types (background before the C sensor took over)
+                    merge_stats(into, stats)
+    return Window(start, end, functions, errors, routes, samples, Counters(overflow_series, overflow_routes))
 
-    def close(self, end: float) -> Window:
-        functions: dict = {}
-        for by_route in self.tables.values():
-            for route, table in by_route.items():
-                for fid, stats in table.stats.items():
-                    into = functions.get((fid, route))
-                    if into is None:
-                        functions[(fid, route)] = stats
-                    else:  # the same route under two table types (background before the C sensor took over)
-                        merge_stats(into, stats)
-        return Window(self.start, end, functions, self.errors, self.routes, self.samples,
-                      self.overflow_series, self.overflow_routes)
+
+def merge_errors(errors: dict, samples: dict, route: str, table: CallTable) -> None:
+    """Fold a table's exception counts and first stacks into an open window's (both twins, under
+    their lock, for a table with errors)."""
+    for (fid, exc_type), count in table.errors.items():
+        key = (fid, route, exception_name(exc_type))
+        errors[key] = errors.get(key, 0) + count
+    root = None
+    for (fid, exc_type), sample in table.samples.items():
+        key = (fid, route, exception_name(exc_type))
+        if key not in samples:
+            if root is None:
+                root = table.root
+            frames, message = sample
+            samples[key] = ErrorSample(
+                stack=stack_of(frames),
+                message=message,
+                trace_id=format(root.trace_id, "032x") if root is not None else None,
+                span_id=format(root.span_id, "016x") if root is not None else None,
+                seen_at=time.time(),
+            )
+
+
+class _Open:
+    """The open window's parts (the C twin keeps the same ones in its struct)."""
+
+    __slots__ = ("start", "tables", "series", "errors", "routes", "samples", "overflow_series", "overflow_routes")
+
+    def __init__(self, start: float):
+        self.start = start
+        self.tables: dict = {}  # table type -> {route -> call table of that route}
+        self.series = 0  # function x route entries in all tables
+        self.errors: dict = {}
+        self.routes: dict = {}
+        self.samples: dict = {}
+        self.overflow_series = 0
+        self.overflow_routes = 0
 
 
 class WindowAggregator:
+    """The Python twin of ``_crollup.WindowAggregator``: the open window and the fold into it."""
+
     def __init__(self, max_series: int = 20_000, max_routes: int = 500):
         self.max_series = max_series
         self.max_routes = max_routes
         self._lock = threading.Lock()
-        self._open = _OpenWindow(start=time.time())
+        self._open = _Open(time.time())
 
     @property
     def open_series(self) -> int:
         """Function x route entries the open window holds (for the memory benchmark and tests)."""
         return self._open.series
+
+    def open_counts(self) -> dict:
+        """What the open window holds so far, for tests and benchmarks: routes, series, requests
+        and the overflow counts."""
+        with self._lock:
+            window = self._open
+            return {
+                "routes": len(window.routes), "series": window.series,
+                "requests": sum(stats[0] for stats in window.routes.values()),
+                "overflow_routes": window.overflow_routes, "overflow_series": window.overflow_series,
+            }
 
     def add_request(self, route: str, table: CallTable, duration_ns: int, failed: bool) -> None:
         with self._lock:
@@ -119,7 +197,7 @@ class WindowAggregator:
             with self._lock:
                 self._merge(self._open, BACKGROUND_ROUTE, table)
 
-    def _merge(self, window: _OpenWindow, route: str, table: CallTable) -> None:
+    def _merge(self, window: _Open, route: str, table: CallTable) -> None:
         table_type = type(table)
         tables = window.tables.get(table_type)
         if tables is None:
@@ -132,39 +210,36 @@ class WindowAggregator:
         window.series += created
         window.overflow_series += overflowed
         if table.has_errors:
-            self._merge_errors(window, route, table)
-
-    def _merge_errors(self, window: _OpenWindow, route: str, table: CallTable) -> None:
-        errors = window.errors
-        for (fid, exc_type), count in table.errors.items():
-            key = (fid, route, exception_name(exc_type))
-            errors[key] = errors.get(key, 0) + count
-        samples = window.samples
-        for (fid, exc_type), sample in table.samples.items():
-            key = (fid, route, exception_name(exc_type))
-            if key not in samples:
-                samples[key] = self._sample(sample, table)
-
-    def _sample(self, sample: tuple, table: CallTable) -> ErrorSample:
-        frames, message = sample
-        root = table.root
-        return ErrorSample(
-            stack=stack_of(frames),
-            message=message,
-            trace_id=format(root.trace_id, "032x") if root is not None else None,
-            span_id=format(root.span_id, "016x") if root is not None else None,
-            seen_at=time.time(),
-        )
+            merge_errors(window.errors, window.samples, route, table)
 
     def drain(self) -> Window:
-        """Hand the current window over and start a new one (the export thread: the open
-        window's tables become the exported map here, outside the lock)."""
+        """Close the open window and start a new one; the drained :class:`Window` is made outside
+        the lock."""
         now = time.time()
         with self._lock:
-            window, self._open = self._open, _OpenWindow(start=now)
-        return window.close(now)
+            window, self._open = self._open, _Open(now)
+        return close_window(window.start, now, window.tables, window.errors, window.routes, window.samples,
+                            window.overflow_series, window.overflow_routes)
 
     def reset(self) -> None:
         """After fork: the child starts from nothing; the parent's calls are the parent's."""
         self._lock = threading.Lock()
-        self._open = _OpenWindow(start=time.time())
+        self._open = _Open(time.time())
+
+
+try:
+    from funcsight.processors import _crollup
+except ImportError:  # the extension is optional (setup.py)
+    _crollup = None
+
+
+def c_windows_available() -> bool:
+    return _crollup is not None and hasattr(_crollup, "WindowAggregator")
+
+
+def make_windows(max_series: int = 20_000, max_routes: int = 500, implementation: str = "c"):
+    """The C window aggregator unless ``implementation`` is ``python`` or the extension is not
+    built; the rollup processor with the same choice folds into it with a C call."""
+    if implementation != "python" and c_windows_available():
+        return _crollup.WindowAggregator(max_series, max_routes, close_window, merge_errors, OVERFLOW_ROUTE, BACKGROUND_ROUTE)
+    return WindowAggregator(max_series, max_routes)

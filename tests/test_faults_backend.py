@@ -36,7 +36,7 @@ from faultkit import (
 )
 from helpers import AppProcess, calls_map, cli_json, diff_maps
 
-# A stopping app waits at most wiring.EXIT_BUDGET_S (3 s) for the backend, plus the app's own exit.
+# A stopping app waits at most funcsight.agent.providers.EXIT_BUDGET_S (3 s) for the backend, plus the app's own exit.
 EXIT_LIMIT_S = 8.0
 # RSS growth allowed over an outage (the SDK's span queue holds up to 2048 spans; no other growth).
 RSS_GROWTH_LIMIT_KB = 40 * 1024

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from funcsight.instrumentation.instrumentor import SIGTERM_FLUSH_BUDGET_S
+from funcsight.agent.lifecycle import SIGTERM_FLUSH_BUDGET_S
 
 from faultkit import (
     FAULT_APP,

@@ -13,7 +13,16 @@ RULES = [
     # (module imported, prefixes that must not be loaded by it)
     ("funcsight.instrumentation._pysensor", ["opentelemetry", "sqlite3", "funcsight.processors", "funcsight.exporters"]),
     ("funcsight.instrumentation.calls", ["opentelemetry", "sqlite3"]),
-    ("funcsight.processors.rollup", ["funcsight.exporters", "funcsight.analysis", "funcsight.cli", "sqlite3"]),
+    ("funcsight.instrumentation.sensor", ["opentelemetry", "sqlite3", "funcsight.processors", "funcsight.exporters", "funcsight.agent"]),
+    ("funcsight.processors.rollup", ["funcsight.exporters", "funcsight.agent", "funcsight.analysis", "funcsight.cli", "sqlite3"]),
+    # Exporters consume a drained Window: they never import the rollup processor, the sensor's
+    # hot path or the agent; the pipeline, metrics and spans never the store (sqlite3).
+    ("funcsight.exporters.pipeline", ["funcsight.processors.rollup", "funcsight.instrumentation._pysensor", "funcsight.agent", "sqlite3"]),
+    ("funcsight.exporters.metrics", ["funcsight.processors.rollup", "funcsight.instrumentation._pysensor", "funcsight.agent", "sqlite3"]),
+    ("funcsight.exporters.spans", ["funcsight.processors.rollup", "funcsight.instrumentation._pysensor", "funcsight.agent", "sqlite3"]),
+    ("funcsight.exporters.store_writer", ["funcsight.processors.rollup", "funcsight.instrumentation._pysensor", "funcsight.agent", "opentelemetry"]),
+    # The agent imports the store writer (and so sqlite3) only when the store is on.
+    ("funcsight.agent", ["sqlite3", "funcsight.exporters.store_writer", "funcsight.analysis", "funcsight.cli"]),
     ("funcsight.analysis.breakdown", ["opentelemetry", "funcsight.instrumentation._pysensor", "funcsight.cli", "funcsight.exporters"]),
     ("funcsight.store.db", ["opentelemetry", "funcsight.instrumentation", "funcsight.processors"]),
 ]

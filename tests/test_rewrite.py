@@ -21,7 +21,7 @@ from types import CodeType
 import pytest
 
 from funcsight.config import Config
-from funcsight.instrumentation._pysensor import COROUTINE, GENERATOR, PLAIN, PythonSensor, Sink
+from funcsight.instrumentation._pysensor import COROUTINE, GENERATOR, PLAIN, PythonSensor
 from funcsight.instrumentation.registry import FunctionRegistry, code_hash
 from funcsight.instrumentation.rewrite import ImportRewriter
 from funcsight.instrumentation.selection import CodeSelector
@@ -40,9 +40,9 @@ class Env:
         self.dir = directory
         self.registry = FunctionRegistry(max_functions)
         self.selector = CodeSelector(Config(app_dir=str(directory)))
-        self.sink = Sink()
         factory = csensor.CSensor if core == "c" else PythonSensor
-        self.core = factory(self.registry, self.selector, self.sink)
+        self.core = factory(self.registry, self.selector)
+        self.sink = self.core.sink
         self.rewriter = ImportRewriter(self.core, self.selector)
 
     def write(self, relpath: str, source: str) -> Path:

@@ -14,13 +14,14 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from funcsight.config import Config
 from funcsight.exporters.pipeline import ExportPipeline
-from funcsight.instrumentation._pysensor import PLAIN, PythonSensor, Sink
+from funcsight.exporters.spans import FunctionSpanEmitter
+from funcsight.instrumentation._pysensor import PLAIN, PythonSensor
 from funcsight.histogram import bucket_of
 from funcsight.instrumentation.registry import FUNCTION, FunctionInfo, FunctionRegistry
 from funcsight.instrumentation.selection import CodeSelector
 from funcsight.names import BACKGROUND_ROUTE, UNMATCHED_ROUTE
 from funcsight.processors.rollup import RollupSpanProcessor
-from funcsight.processors.windows import WindowAggregator
+from funcsight.processors.windows import WindowAggregator, make_windows
 
 
 def _implementations():
@@ -35,7 +36,8 @@ def _implementations():
 
 @pytest.fixture(autouse=True, params=_implementations())
 def implementation(request, monkeypatch):
-    """Every test runs with the C sensor core and C rollup processor, and with their Python twins."""
+    """Every test runs with the C sensor core, C rollup processor and C window aggregator, and with
+    their Python twins."""
     monkeypatch.setattr(World, "implementation", request.param)
     return request.param
 
@@ -47,11 +49,12 @@ class World:
         from funcsight.instrumentation.csensor import CSensor
 
         self.registry = FunctionRegistry()
-        self.sink = Sink(slow_ns=int(slow_ms * 1e6))
         sensor_type = CSensor if self.implementation == "c" else PythonSensor
-        self.sensor = sensor_type(self.registry, CodeSelector(Config()), self.sink)
-        self.windows = WindowAggregator(max_series=100, max_routes=10)
-        self.processor = RollupSpanProcessor(self.windows, self.registry, self.sink, spans_per_trace, self.implementation)
+        self.sensor = sensor_type(self.registry, CodeSelector(Config()), int(slow_ms * 1e6))
+        self.sink = self.sensor.sink
+        self.windows = make_windows(max_series=100, max_routes=10, implementation=self.implementation)
+        assert (type(self.windows) is WindowAggregator) == (self.implementation == "python")
+        self.processor = RollupSpanProcessor(self.windows, self.registry, self.sensor, spans_per_trace, self.implementation)
         assert self.processor.implementation == self.implementation
         self.exported = InMemorySpanExporter()
         self.provider = TracerProvider()
@@ -59,10 +62,8 @@ class World:
         self.provider.add_span_processor(SimpleSpanProcessor(self.exported))
         self.tracer = self.provider.get_tracer("test")
         self.windows_seen = []
-        self.pipeline = ExportPipeline(
-            3600, self.windows, self.sink, self.sensor, self.processor, self.registry,
-            [self.windows_seen.append], self.provider.get_tracer("funcsight"),
-        )
+        self.spans = FunctionSpanEmitter(self.provider.get_tracer("funcsight"), self.registry)
+        self.pipeline = ExportPipeline(3600, self.processor.drain, [self.windows_seen.append, self.spans.consume])
 
     def fid(self, name):
         return self.sensor.adopt_info(FunctionInfo(name=name, kind=FUNCTION, file="app.py", line=1), PLAIN)
@@ -258,3 +259,90 @@ def test_absorb_folds_a_request_into_a_window_table_within_its_room(table_type):
     assert spilled[4][:2] == [1, 1] and spilled[4][4] == {bucket_of(1 << 20): 1}
     with pytest.raises(ValueError):
         window_table.absorb(window_table, 1, overflow)
+
+
+def _window_aggregators():
+    from funcsight.processors import windows
+
+    params = [pytest.param("python", id="py-window")]
+    if windows.c_windows_available():
+        params.append(pytest.param("c", id="c-window"))
+    return params
+
+
+@pytest.mark.parametrize("table_type", _table_types())
+@pytest.mark.parametrize("window_impl", _window_aggregators())
+def test_window_aggregator_twins_fold_drain_and_cap_alike(window_impl, table_type):
+    """The window aggregator's twins (windows.py and _crollup.c): same methods, same results."""
+    windows = make_windows(max_series=3, max_routes=2, implementation=window_impl)
+    assert (type(windows) is WindowAggregator) == (window_impl == "python")
+    for route in ("/a", "/b", "/c"):  # "/c" is past the route cap: counted under "(overflow)"
+        table = table_type()
+        for fid in (1, 2):
+            table.add_call(fid, 1_000, 400, KeyError if route == "/a" and fid == 2 else None)
+        windows.add_request(route, table, 5_000, route == "/b")
+    # Entries made in both tables: /a's 1 and 2, /b's 1 (the cap is reached), then /b's 2 and the
+    # overflow route's 1 in the overflow table.
+    assert windows.open_series == 5
+    background = table_type()
+    windows.add_background(table_type())  # empty: nothing
+    background.add_call(7, 10, 10)
+    windows.add_background(background)
+    counts = windows.open_counts()
+    assert counts == {"routes": 3, "series": windows.open_series, "requests": 3, "overflow_routes": 1,
+                      "overflow_series": counts["overflow_series"]}
+    window = windows.drain()
+    assert window.routes["/a"][:3] == [1, 0, 5_000] and window.routes["/b"][:2] == [1, 1]
+    assert window.routes["(overflow)"][0] == 1 and window.overflow_routes == 1
+    assert window.overflow_series == counts["overflow_series"] > 0
+    assert sum(stats[0] for stats in window.functions.values()) == 7  # no call lost
+    assert window.errors == {(2, "/a", "KeyError"): 1}
+    assert window.samples == {}  # add_call keeps no stack
+    assert window.functions[(7, "(overflow)")][0] == 1  # background calls, past the series cap too
+    assert window.start <= window.end
+    empty = windows.drain()
+    assert empty.is_empty() and empty.start == window.end
+    windows.add_request("/a", table_type(), 1, False)
+    windows.reset()
+    assert windows.drain().is_empty() and windows.open_series == 0
+
+
+def test_the_c_processor_folds_into_the_python_window_through_its_public_method():
+    from funcsight.processors import rollup
+
+    if rollup._crollup is None or not rollup.SDK_FIELDS_READABLE:
+        pytest.skip("the C rollup processor is not built")
+    world = World()
+    world.windows = WindowAggregator(max_series=100, max_routes=10)
+    world.processor = RollupSpanProcessor(world.windows, world.registry, world.sensor, 5, "c")
+    provider = TracerProvider()
+    provider.add_span_processor(world.processor)
+    world.pipeline = ExportPipeline(3600, world.processor.drain, [world.windows_seen.append])
+    fid = world.fid("app.f")
+    with provider.get_tracer("test").start_as_current_span("GET", kind=SpanKind.SERVER, attributes={"http.route": "/p"}):
+        world.call(fid)
+    window = world.window()
+    assert window.routes["/p"][0] == 1 and window.functions[(fid, "/p")][0] == 1
+
+
+def test_a_window_carries_its_slow_calls_and_funcsights_own_counters():
+    world = World(spans_per_trace=1, slow_ms=0)
+    fid = world.fid("app.f")
+    with world.tracer.start_as_current_span("GET", kind=SpanKind.SERVER, attributes={"http.route": "/s"}) as root:
+        world.call(fid)
+        world.call(fid)  # over the per-trace cap of 1
+    world.processor.on_end(object())  # a span it cannot read: counted, never raised
+    world.registry.max_functions = len(world.registry)
+    world.fid("app.one_too_many")  # past FUNCSIGHT_MAX_FUNCTIONS
+    window = world.window()
+    [(context, calls)] = window.slow_calls
+    assert context.span_id == root.get_span_context().span_id
+    [(called, start, end, exc_type, span_id)] = calls
+    assert called == fid and start <= end and exc_type is None and 0 < span_id < 1 << 64
+    assert window.clock_offset_ns > 0
+    counters = window.counters
+    assert (counters.processor_failures, counters.registry_dropped, counters.sensor_errors) == (1, 1, 0)
+    [emitted] = [s for s in world.exported.get_finished_spans() if s.instrumentation_scope.name == "funcsight"]
+    assert emitted.context.span_id == span_id  # the store's row and the backend's span agree
+    again = world.window()  # counters are per window
+    assert (again.counters.processor_failures, again.counters.registry_dropped, again.slow_calls) == (0, 0, [])

@@ -26,7 +26,7 @@ import pytest
 
 from funcsight.config import Config
 from funcsight.instrumentation import calls, csensor, sensor as sensor_module
-from funcsight.instrumentation._pysensor import COROUTINE, GENERATOR, PLAIN, PythonSensor, Sink
+from funcsight.instrumentation._pysensor import COROUTINE, GENERATOR, PLAIN, PythonSensor
 from funcsight.instrumentation.calls import current_request
 from funcsight.instrumentation.registry import FUNCTION, FunctionInfo, FunctionRegistry
 from funcsight.instrumentation.selection import CodeSelector
@@ -138,8 +138,9 @@ class Harness:
         config = Config(include=("fs_sample_*",), implementation=impl, slow_call_ms=slow_ms, spans_per_trace=spans)
         self.registry = FunctionRegistry()
         self.selector = CodeSelector(config)
-        self.sink = Sink(slow_ns=int(slow_ms * MS))
-        self.sensor = make_sensor(config, self.registry, self.selector, self.sink)
+        self.sensor = make_sensor(config, self.registry, self.selector)
+        self.sink = self.sensor.sink
+        assert self.sink.slow_ns == int(slow_ms * MS)
         self.core = getattr(self.sensor, "core", self.sensor)  # the rewriter wraps the core on 3.11
         assert self.core.implementation == impl
         (directory / f"{self.name}.py").write_text(SAMPLE)
@@ -232,15 +233,16 @@ def test_c_call_table_has_the_python_format():
 
 
 def test_the_sink_hands_out_tables_of_the_sensors_type(impl):
-    sink = Sink(slow_ns=123)
-    core = sensor_module.make_core(impl, FunctionRegistry(), CodeSelector(Config(include=("nothing",))), sink)
+    core = sensor_module.make_core(impl, FunctionRegistry(), CodeSelector(Config(include=("nothing",))), slow_ns=123)
+    sink = core.sink  # the sensor makes the sink it feeds, its table type chosen then
     table_type = csensor.CallTable if impl == "c" else calls.CallTable
+    assert sink.table_type is table_type
     assert type(sink.background) is table_type
     assert type(sink.new_table(5, 1, None)) is table_type
     assert sink.slow_ns == 123
-    fresh = sink.new_table()
-    old, sink.background = sink.background, fresh  # what the export pipeline does
-    assert sink.background is fresh and old is not fresh
+    before = sink.background
+    old = sink.take_background()  # what closing a window does
+    assert old is before and sink.background is not old and type(sink.background) is table_type
     sink.slow_ns = 7
     assert sink.slow_ns == 7
     assert core.internal_errors == 0
@@ -302,8 +304,9 @@ def test_functions_made_before_and_after_the_start_are_sensed(impl, tmp_path, mo
     importlib.invalidate_caches()
     module = importlib.import_module(name)  # imported before any sensor runs
     config = Config(include=("fs_sample_*",), implementation=impl)
-    registry, sink = FunctionRegistry(), Sink()
-    sensor = make_sensor(config, registry, CodeSelector(config), sink)
+    registry = FunctionRegistry()
+    sensor = make_sensor(config, registry, CodeSelector(config))
+    sink = sensor.sink
     sensor.start()
     try:
         namespace = {"__name__": name}
@@ -613,8 +616,8 @@ def test_sensing_on_the_monotonic_clock(impl, make):
 # -------------------------------------------------------------- the 3.11 hooks, called directly
 def test_enter_leave_suspend_resume(impl):
     registry = FunctionRegistry()
-    sink = Sink()
-    core = sensor_module.make_core(impl, registry, CodeSelector(Config(include=("nothing",))), sink)
+    core = sensor_module.make_core(impl, registry, CodeSelector(Config(include=("nothing",))))
+    sink = core.sink
     plain = core.adopt_info(FunctionInfo("x.plain", FUNCTION), PLAIN)
     generator = core.adopt_info(FunctionInfo("x.generator", FUNCTION, is_generator=True), GENERATOR)
     coroutine = core.adopt_info(FunctionInfo("x.coroutine", FUNCTION, is_generator=True), COROUTINE)
@@ -662,8 +665,7 @@ def test_make_sensor_honours_funcsight_implementation(choice, monkeypatch):
     monkeypatch.setattr(sensor_module, "_fallback_reported", False)
     config = Config.from_env({"FUNCSIGHT_IMPLEMENTATION": choice})
     assert config.implementation == choice
-    sink = Sink()
-    made = make_sensor(config, FunctionRegistry(), CodeSelector(config), sink)
+    made = make_sensor(config, FunctionRegistry(), CodeSelector(config))
     expected = "python" if choice == "python" or not csensor.available() else "c"
     assert getattr(made, "core", made).implementation == expected
     assert made.implementation == (expected if HAS_MONITORING else f"{expected}-rewrite")
@@ -679,7 +681,7 @@ def test_without_the_extension_python_is_used_and_said_once(choice, level, monke
     config = Config(implementation=choice)
     with caplog.at_level(logging.INFO, logger="funcsight"):
         for _ in range(3):
-            made = make_sensor(config, FunctionRegistry(), CodeSelector(config), Sink())
+            made = make_sensor(config, FunctionRegistry(), CodeSelector(config))
             assert getattr(made, "core", made).implementation == "python"
     records = [r for r in caplog.records if r.name == "funcsight"]
     assert len(records) == 1
@@ -690,7 +692,7 @@ def test_python_is_used_when_asked_without_a_word(monkeypatch, caplog):
     monkeypatch.setattr(sensor_module, "_fallback_reported", False)
     config = Config(implementation="python")
     with caplog.at_level(logging.INFO, logger="funcsight"):
-        made = make_sensor(config, FunctionRegistry(), CodeSelector(config), Sink())
+        made = make_sensor(config, FunctionRegistry(), CodeSelector(config))
     assert isinstance(getattr(made, "core", made), PythonSensor)
     assert not [r for r in caplog.records if r.name == "funcsight"]
 

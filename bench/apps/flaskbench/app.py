@@ -66,7 +66,7 @@ def meta():
 
 
 def describe(framework_instrumented: bool) -> dict:
-    instrumentation = sys.modules.get("funcsight.instrumentation")
+    instrumentation = sys.modules.get("funcsight.agent")
     running = getattr(getattr(instrumentation, "FuncsightInstrumentor", None), "running", None)
     trace = sys.modules.get("opentelemetry.trace")
     return {

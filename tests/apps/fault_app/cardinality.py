@@ -30,7 +30,7 @@ def rss_kb():
 
 
 if not PLAIN:
-    from funcsight.instrumentation.instrumentor import FuncsightInstrumentor
+    from funcsight.agent import FuncsightInstrumentor
 
     FuncsightInstrumentor().instrument(app_dir=HERE, implementation=IMPL, include=("workload", "made_*"))
     running = FuncsightInstrumentor.running
@@ -92,13 +92,13 @@ def main():
     gc.collect()
     report = {"rss_before_kb": rss_before, "rss_after_kb": rss_kb(), "n": N, "seconds": round(time.monotonic() - began, 2)}
     if not PLAIN:
-        window = running.windows._open  # still open: the exit flush writes it to the store
+        window = running.windows.open_counts()  # still open: the exit flush writes it to the store
         report.update(
-            routes=len(window.routes),
+            routes=window["routes"],
             series=running.windows.open_series,
-            overflow_routes=window.overflow_routes,
-            overflow_series=window.overflow_series,
-            requests=sum(stats[0] for stats in window.routes.values()),
+            overflow_routes=window["overflow_routes"],
+            overflow_series=window["overflow_series"],
+            requests=window["requests"],
             registered=len(running.registry),
             registry_dropped=running.registry.dropped,
             max_routes=running.config.max_routes,

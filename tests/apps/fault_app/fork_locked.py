@@ -8,7 +8,7 @@ import os
 import threading
 import time
 
-from funcsight.instrumentation.instrumentor import FuncsightInstrumentor
+from funcsight.agent import FuncsightInstrumentor
 
 
 def main():

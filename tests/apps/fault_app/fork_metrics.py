@@ -17,7 +17,7 @@ reader = InMemoryMetricReader()
 metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
 trace.set_tracer_provider(TracerProvider())
 
-from funcsight.instrumentation.instrumentor import FuncsightInstrumentor  # noqa: E402
+from funcsight.agent import FuncsightInstrumentor  # noqa: E402
 
 FuncsightInstrumentor().instrument()
 import forkwork  # noqa: E402  (imported after instrumenting: sensed on 3.11 too)

@@ -21,7 +21,7 @@ BACKGROUND = "(background)"
 HAS_MONITORING = hasattr(sys, "monitoring")
 
 if not PLAIN:
-    from funcsight.instrumentation.instrumentor import FuncsightInstrumentor
+    from funcsight.agent import FuncsightInstrumentor
 
     FuncsightInstrumentor().instrument(app_dir=os.path.dirname(os.path.abspath(__file__)), implementation=IMPL, include=("workload",))
     running = FuncsightInstrumentor.running

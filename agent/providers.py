@@ -1,4 +1,4 @@
-"""Where the data goes: OpenTelemetry providers and exporters, and the embedded store default.
+"""The SDK providers the agent adds to or builds, and whether the embedded store is on.
 
 When a distro or configurator (``opentelemetry-distro``) already built SDK providers under
 ``opentelemetry-instrument``, funcsight adds to them. Otherwise it builds them itself: exporters come

@@ -1,4 +1,4 @@
-"""The bridge from windows to the OpenTelemetry metrics API.
+"""OpenTelemetry metrics from closed windows: a consumer of :class:`~funcsight.processors.windows.Window`.
 
 Once per window, off the request path, each function x route series adds its window's deltas to
 OpenTelemetry counters; the SDK keeps them cumulative and any reader or exporter (OTLP, Prometheus)
@@ -14,13 +14,27 @@ exactly.
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 from opentelemetry.metrics import Meter
 
 from funcsight import names
 from funcsight.histogram import LE_LABELS, cumulative_le_counts
-from funcsight.instrumentation.registry import FunctionRegistry
 from funcsight.processors.windows import Window
+
+if TYPE_CHECKING:
+    from funcsight.instrumentation.registry import FunctionRegistry
+
+# funcsight.dropped{reason=...}: what each of the window's own counters counts, when not zero.
+DROPPED_REASONS = (
+    ("overflow_series", "series_cap"),  # calls of a function x route past FUNCSIGHT_MAX_SERIES
+    ("overflow_routes", "route_cap"),  # requests past FUNCSIGHT_MAX_ROUTES
+    ("registry_dropped", "function_cap"),  # functions past FUNCSIGHT_MAX_FUNCTIONS: not sensed
+    ("dropped_span_batches", "span_queue_full"),  # requests whose function spans found the queue full
+    ("processor_failures", "processor_failure"),  # spans the rollup processor could not read
+    ("sensor_errors", "sensor_error"),  # failures inside the sensor (never raised to the app)
+)
+
 
 class MetricsBridge:
     def __init__(self, meter: Meter, registry: FunctionRegistry, version: str, meter_provider=None):
@@ -60,11 +74,11 @@ class MetricsBridge:
             self.route_errors.add(failed, attrs)
             self.route_duration.add(total_ns / 1e9, attrs)
             _add_buckets(self.route_buckets, hist, attrs)
-        if window.overflow_series:
-            self.dropped.add(window.overflow_series, {"reason": "series_cap"})
-        if window.overflow_routes:
-            self.dropped.add(window.overflow_routes, {"reason": "route_cap"})
-
+        counters = window.counters
+        for name, reason in DROPPED_REASONS:
+            count = getattr(counters, name)
+            if count > 0:
+                self.dropped.add(count, {"reason": reason})
 
     def forget_parent_totals(self) -> bool:
         """In a forked child: drop the cumulative totals copied from the parent for funcsight's
