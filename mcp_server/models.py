@@ -9,6 +9,7 @@ for the schema, a few renames that put the unit in the name, and extra fields (a
 of each time) are written here. The result envelopes cut lists to a limit and state the cut
 (``omitted`` counts and a ``note``).
 
+About 500 lines on purpose: one output model and summary per tool, nine tools, kept side by side.
 Sentences shared with the CLI and the report ("before -> after", headlines, anomaly kinds) come
 from :mod:`funcsight.analysis.wording`.
 
