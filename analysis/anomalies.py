@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 
 from funcsight.analysis.compare import ALPHA, MIN_IMPACT_FRACTION, MIN_RELATIVE_CHANGE
 from funcsight.analysis.stats import cusum_changepoint, welch_greater
+from funcsight.sources.base import Source
 
 MIN_BINS_BEFORE = 3
 MIN_BINS_AFTER = 2
@@ -47,23 +48,7 @@ class Anomaly:
         return asdict(self)
 
 
-def parse_duration(text: str) -> float:
-    """``90s``, ``10m``, ``2h``, ``1d`` (or plain seconds) to seconds."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    text = text.strip().lower()
-    try:
-        if text and text[-1] in units:
-            value = float(text[:-1]) * units[text[-1]]
-        else:
-            value = float(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a duration like 30s, 10m, 2h or 1d") from None
-    if value <= 0:
-        raise ValueError(f"{text!r} must be a positive duration")
-    return value
-
-
-def anomalies(source, since_s: float | None = None, version: str | None = None, now: float | None = None) -> list[Anomaly]:
+def anomalies(source: Source, since_s: float | None = None, version: str | None = None, now: float | None = None) -> list[Anomaly]:
     since = (now or time.time()) - since_s if since_s else None
     rows = source.series(version, since)
     if not rows:

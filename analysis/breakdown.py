@@ -6,11 +6,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from funcsight.histogram import quantile_ns
-from funcsight.analysis.source import StoreSource
+from funcsight.sources.base import Source
 
 
 class AnalysisError(ValueError):
-    """A question the data cannot answer (unknown route or version); the message says why."""
+    """A question the data cannot answer (unknown route, version or function; two equal versions);
+    the message says why. Problems reading the data are :class:`funcsight.sources.SourceError`."""
 
 
 @dataclass
@@ -53,7 +54,7 @@ class RouteRow:
         return asdict(self)
 
 
-def check_filters(source: StoreSource, route: str | None, version: str | None) -> None:
+def check_filters(source: Source, route: str | None, version: str | None) -> None:
     if version is not None:
         known = [v.version for v in source.versions()]
         if version not in known:
@@ -65,7 +66,7 @@ def check_filters(source: StoreSource, route: str | None, version: str | None) -
             raise AnalysisError(f"unknown route {route!r}; known routes: {shown or 'none yet'}")
 
 
-def function_rows(source: StoreSource, route: str | None = None, version: str | None = None) -> list[FunctionRow]:
+def function_rows(source: Source, route: str | None = None, version: str | None = None) -> list[FunctionRow]:
     check_filters(source, route, version)
     requests = {key: agg.requests for key, agg in source.route_aggregates(route, version).items()}
     rows = []
@@ -95,7 +96,7 @@ def function_rows(source: StoreSource, route: str | None = None, version: str | 
     return rows
 
 
-def route_rows(source: StoreSource, route: str | None = None, version: str | None = None, top: int = 3) -> list[RouteRow]:
+def route_rows(source: Source, route: str | None = None, version: str | None = None, top: int = 3) -> list[RouteRow]:
     check_filters(source, route, version)
     functions = function_rows(source, route, version)
     rows = []

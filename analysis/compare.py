@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 
 from funcsight.analysis.breakdown import AnalysisError, check_filters
 from funcsight.histogram import quantile_ns
-from funcsight.analysis.source import Aggregate, RouteAggregate
+from funcsight.sources.base import Aggregate, RouteAggregate, Source
 from funcsight.analysis.stats import mann_whitney_greater, proportion_increase_p, rate_increase_p, welch_greater
 
 ALPHA = 0.01
@@ -139,7 +139,7 @@ def _by_route(aggregates: dict[tuple, Aggregate], version: str) -> dict[str, dic
     return routes
 
 
-def diff(source, baseline: str, candidate: str, route: str | None = None) -> Diff:
+def diff(source: Source, baseline: str, candidate: str, route: str | None = None) -> Diff:
     if baseline == candidate:
         raise AnalysisError("baseline and candidate are the same version; name two different versions")
     check_filters(source, route, baseline)
@@ -211,7 +211,7 @@ def _latency_drift(functions_a: dict, functions_b: dict) -> float:
     return statistics.median(ratios) if len(ratios) >= 3 else 1.0
 
 
-def _window_means(source, version: str) -> dict[tuple, list[float]]:
+def _window_means(source: Source, version: str) -> dict[tuple, list[float]]:
     """``(function, kind, route) -> [mean duration per call in each export window]``."""
     means: dict[tuple, list[float]] = {}
     for _start, _end, name, kind, route, _version, calls, _errors, total_ns in source.series(version):
@@ -289,7 +289,7 @@ class Explanation:
         return asdict(self)
 
 
-def explain(source, route: str, baseline: str, candidate: str) -> Explanation:
+def explain(source: Source, route: str, baseline: str, candidate: str) -> Explanation:
     """Decompose the change of ``route``'s mean latency into per-function (and per outbound span)
     changes of self time per request; the remainder is time outside sensed code."""
     check_filters(source, route, baseline)

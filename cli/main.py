@@ -1,4 +1,6 @@
-"""The ``funcsight`` command: a thin layer over :mod:`funcsight.analysis` and the demo.
+"""The ``funcsight`` command: a thin layer over :mod:`funcsight.sources`, :mod:`funcsight.analysis`
+and the demo; ``mcp`` and ``report`` are added by :mod:`funcsight.mcp_server.cli` and
+:mod:`funcsight.report.cli` (they never import this module).
 
 Every failure a user can cause (missing or bad store, unknown route or version, a bad flag) ends in
 one line on stderr that says what is wrong and what to do, and exit status 2; never a traceback.
@@ -11,13 +13,16 @@ import sys
 from typing import Callable
 
 from funcsight import __version__
+from funcsight.analysis import wording
 from funcsight.analysis.breakdown import AnalysisError, check_filters, function_rows, route_rows
-from funcsight.analysis.sources import open_source
+from funcsight.analysis.errors import error_records
 from funcsight.cli.output import print_json, render_table
 from funcsight.config import ConfigError
+from funcsight.durations import EXAMPLES, parse_duration
 from funcsight.mcp_server.cli import add_command as add_mcp_command
+from funcsight.report import ReportError
 from funcsight.report.cli import add_command as add_report_command
-from funcsight.store.db import StoreError
+from funcsight.sources import SourceError, open_source
 
 EXIT_USAGE = 2
 
@@ -75,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     anomalies = commands.add_parser("anomalies", help="slowdowns and error increases within a deployment, over time")
     _common(anomalies, filters=False)
-    anomalies.add_argument("--since", type=_duration, help="only the last DURATION (30s, 10m, 2h, 1d)")
+    anomalies.add_argument("--since", type=_duration, help=f"only the last DURATION ({EXAMPLES})")
     anomalies.add_argument("--version", dest="app_version", help="only this deployment version")
     anomalies.set_defaults(run=cmd_anomalies)
 
@@ -105,8 +110,6 @@ def _positive_int(text: str) -> int:
 
 
 def _duration(text: str) -> float:
-    from funcsight.analysis.anomalies import parse_duration
-
     try:
         return parse_duration(text)
     except ValueError as err:
@@ -114,15 +117,7 @@ def _duration(text: str) -> float:
 
 
 def _source(args):
-    return open_source(_store_path(args), args.source)
-
-
-def _store_path(args) -> str:
-    if args.db:
-        return args.db
-    from funcsight.config import Config
-
-    return Config.from_env(strict=True).db_path
+    return open_source(args.source, db_path=args.db)
 
 
 def cmd_functions(args) -> int:
@@ -176,35 +171,20 @@ def cmd_diff(args) -> int:
     if args.format == "json":
         print_json(result.as_dict())
         return 0
-    print(f"{args.baseline} -> {args.candidate}: {len(result.regressions)} regressions, "
-          f"{len(result.improvements)} improvements ({result.tests_made} changes tested)")
+    print(wording.diff_headline(result.baseline, result.candidate, len(result.regressions), len(result.improvements),
+                                result.tests_made, result.route))
     if result.regressions:
         print(render_table(("impact ms/req", "function", "route", "change", "before", "after", "p", "code changed"), [
-            (f"{r.impact_ms_per_request:+.3f}", r.function, r.route, r.change, *_before_after(r), f"{r.p_value:.1e}",
-             {True: "yes", False: "no", None: "-"}[r.code_changed])
+            (f"{r.impact_ms_per_request:+.3f}", r.function, r.route, r.change, *wording.before_after(r), f"{r.p_value:.1e}",
+             wording.code_changed(r.code_changed))
             for r in result.regressions
         ], max_width=50))
     if result.improvements:
         print("\nImprovements")
         print(render_table(("impact ms/req", "function", "route", "change", "before", "after"), [
-            (f"{r.impact_ms_per_request:+.3f}", r.function, r.route, r.change, *_before_after(r)) for r in result.improvements
+            (f"{r.impact_ms_per_request:+.3f}", r.function, r.route, r.change, *wording.before_after(r)) for r in result.improvements
         ], max_width=50))
     return 0
-
-
-def _before_after(finding) -> tuple[str, str]:
-    b, c = finding.baseline, finding.candidate
-    if finding.change == "calls":
-        return f"{b.calls_per_request:g} calls/req", f"{c.calls_per_request:g} calls/req"
-    if finding.change == "latency":
-        return f"{b.self_ms_per_call:.3f} ms self/call", f"{c.self_ms_per_call:.3f} ms self/call"
-    if finding.change in ("errors", "new_error_type"):
-        return f"{b.error_rate:.1%} {_types(b.error_types)}", f"{c.error_rate:.1%} {_types(c.error_types)}"
-    return "not called", f"{c.calls_per_request:g} calls/req, {c.self_ms_per_request:.3f} ms/req"
-
-
-def _types(types: dict) -> str:
-    return ",".join(t.rsplit(".", 1)[-1] for t in types) or "-"
 
 
 def cmd_explain(args) -> int:
@@ -214,8 +194,7 @@ def cmd_explain(args) -> int:
     if args.format == "json":
         print_json(result.as_dict())
         return 0
-    print(f"{result.route}: mean {result.baseline_mean_ms:.3f} ms ({result.baseline}) -> "
-          f"{result.candidate_mean_ms:.3f} ms ({result.candidate}), change {result.change_ms:+.3f} ms")
+    print(wording.explain_headline(result))
     shown = result.parts[: args.limit]
     rest = sum(p.delta_ms for p in result.parts[args.limit:])
     rows = [(f"{p.delta_ms:+.3f}", p.function, f"{p.baseline_ms_per_request:.3f}", f"{p.candidate_ms_per_request:.3f}",
@@ -239,10 +218,10 @@ def cmd_anomalies(args) -> int:
         print_json([a.as_dict() for a in found])
         return 0
     if not found:
-        print("no anomalies: no function changed its behaviour significantly over time")
+        print(f"no anomalies: {wording.NO_ANOMALIES}")
         return 0
     print(render_table(("function", "route", "version", "kind", "since", "before", "after", "p"), [
-        (a.function, a.route, a.version, a.kind + (f" {a.exception_type}" if a.exception_type else ""), _time(a.change_at),
+        (a.function, a.route, a.version, wording.anomaly_kind(a), _time(a.change_at),
          f"{a.before:.4g}", f"{a.after:.4g}", f"{a.p_value:.1e}") for a in found
     ], max_width=50))
     return 0
@@ -250,15 +229,12 @@ def cmd_anomalies(args) -> int:
 
 def cmd_errors(args) -> int:
     source = _source(args)
-    check_filters(source, args.route, args.app_version)
-    records = source.error_records(args.function, args.route, args.app_version)
-    if args.function is not None and not records and args.function not in {r.function for r in function_rows(source)}:
-        raise AnalysisError(f"unknown function {args.function!r}; `funcsight functions` lists them")
+    records = error_records(source, args.function, args.route, args.app_version, listed_by="`funcsight functions` lists them")
     if args.format == "json":
         print_json(records)
         return 0
     if not records:
-        print("no exceptions recorded")
+        print(wording.NO_EXCEPTIONS)
         return 0
     for r in records:
         print(f"{r['exception_type']} in {r['function']}  route {r['route']}  version {r['version']}  "
@@ -272,10 +248,7 @@ def cmd_errors(args) -> int:
     return 0
 
 
-def _time(epoch: float) -> str:
-    import time
-
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+_time = wording.local_time
 
 
 def cmd_demo(args) -> int:
@@ -308,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_USAGE
         run: Callable = args.run
         return run(args)
-    except (UsageError, StoreError, AnalysisError, ConfigError) as err:
+    except (UsageError, SourceError, AnalysisError, ReportError, ConfigError) as err:
         print(f"funcsight: error: {_printable(str(err))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -9,8 +9,12 @@ schema (units in the field names) and a text summary:
 ``explain_route_change``, ``list_anomalies``, ``recent_errors`` and ``query`` (read-only SQL over
 documented views, bounded in rows and time).
 
-Modules: ``cli`` (the subcommand; imports neither the SDK nor the CLI), ``server``
-(``build_server(db_path)``), ``tools`` (the tools over :mod:`funcsight.analysis`), ``models``
-(their outputs), ``sql`` (the ``query`` engine). Nothing imports this package; it imports
-analysis and store only.
+Modules: ``cli`` (the subcommand, which :mod:`funcsight.cli` registers; imports neither the SDK nor
+the CLI), ``server`` (``build_server(db_path)``), ``tools`` (the tools over
+:mod:`funcsight.analysis`), ``models`` (their outputs, derived from the analysis records; sentences
+from :mod:`funcsight.analysis.wording`), ``sql`` (the ``query`` tool's limits over
+:func:`funcsight.sources.store.connect_for_queries`).
+
+May import: funcsight core, :mod:`funcsight.sources`, :mod:`funcsight.analysis` and the ``mcp``
+SDK. Never the CLI, the report or the write side; only the CLI imports this package (``cli``).
 """

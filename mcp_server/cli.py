@@ -69,7 +69,9 @@ def _fail(message: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        db_path = os.path.abspath(args.db or _default_db())
+        from funcsight.sources.store import default_db_path
+
+        db_path = os.path.abspath(args.db or default_db_path())
     except ValueError as err:  # funcsight.config.ConfigError
         return _fail(str(err))
     if args.transport == "stdio" and args.port is not None:
@@ -117,37 +119,32 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _default_db() -> str:
-    from funcsight.config import Config
-
-    return Config.from_env(strict=True).db_path
-
-
 def _check_store(db_path: str) -> None:
     """Say at start when the store cannot be read; keep serving (an MCP client often starts the
     server before any app has written), every tool then returns the same one-line reason."""
-    from funcsight.store.db import StoreError, open_for_reading
+    from funcsight.sources import SourceError
+    from funcsight.sources.store import check_readable
 
     try:
-        open_for_reading(db_path).close()
-    except StoreError as err:
+        check_readable(db_path)
+    except SourceError as err:
         print(f"funcsight mcp: warning: {err}; tools will report this until the store can be read", file=sys.stderr)
 
 
 def _check_source(db_path: str, source: str) -> str | None:
     """A malformed ``--source`` is a usage error (returned); an unreachable server only a warning
     (as for the store: tools report it until the server answers)."""
-    from funcsight.analysis.sources import open_source
+    from funcsight.sources import SourceError, open_source
 
     try:
-        opened = open_source(db_path, source)
-    except ValueError as err:  # funcsight.analysis.breakdown.AnalysisError
+        opened = open_source(source, db_path=db_path)
+    except SourceError as err:
         return str(err)
     try:
         ping = getattr(opened, "ping", None)
         if ping is not None:
             ping()
-    except ValueError as err:
+    except SourceError as err:
         print(f"funcsight mcp: warning: {err}; tools will report this until it answers", file=sys.stderr)
     finally:
         opened.close()

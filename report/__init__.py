@@ -9,6 +9,11 @@ exception types and messages) is escaped.
 
 Versions compared: ``candidate`` defaults to the latest version (by first seen), ``baseline`` to the
 one seen before the candidate; with a single version the page has no comparison.
+
+Modules: this one (collecting, writing the file), ``html`` (the page and its SVG charts), ``cli`` (the ``report`` subcommand, which :mod:`funcsight.cli` registers; the report never imports
+the CLI). May import funcsight core, :mod:`funcsight.sources` and :mod:`funcsight.analysis` (its
+``wording`` for every sentence it shares with the other faces); never the MCP server, the CLI or
+the write side.
 """
 
 from __future__ import annotations
@@ -19,15 +24,20 @@ import time
 from dataclasses import dataclass, field
 
 from funcsight.analysis.breakdown import AnalysisError, FunctionRow, RouteRow, check_filters, function_rows, route_rows
+from funcsight.sources.base import ErrorRecord, Source, VersionInfo
 
 MAX_ROUTE_CHARTS = 24  # per-route breakdowns and waterfalls drawn; the tables list everything
+
+
+class ReportError(Exception):
+    """The page cannot be written where asked (a directory, a missing directory, no permission)."""
 
 
 @dataclass
 class ReportData:
     source: str
     generated_at: float
-    versions: list  # VersionInfo, by first seen
+    versions: list[VersionInfo]  # by first seen
     baseline: str | None
     candidate: str  # the version the breakdowns show (the latest, when only one was recorded)
     routes: list[RouteRow]  # every route x version
@@ -37,7 +47,7 @@ class ReportData:
     explanations: list = field(default_factory=list)  # analysis.compare.Explanation, slowest first
     routes_not_drawn: int = 0
     anomalies: list = field(default_factory=list)  # analysis.anomalies.Anomaly
-    errors: list[dict] = field(default_factory=list)  # StoreSource.error_records()
+    errors: list[ErrorRecord] = field(default_factory=list)
 
 
 def choose_versions(versions: list, baseline: str | None, candidate: str | None) -> tuple[str | None, str]:
@@ -60,7 +70,7 @@ def choose_versions(versions: list, baseline: str | None, candidate: str | None)
     return baseline, candidate
 
 
-def collect(source, baseline: str | None = None, candidate: str | None = None, label: str = "") -> ReportData:
+def collect(source: Source, baseline: str | None = None, candidate: str | None = None, label: str = "") -> ReportData:
     from funcsight.analysis.anomalies import anomalies
     from funcsight.analysis.compare import diff, explain
 
@@ -86,7 +96,7 @@ def collect(source, baseline: str | None = None, candidate: str | None = None, l
     return data
 
 
-def write_report(source, path: str, baseline: str | None = None, candidate: str | None = None, label: str = "") -> ReportData:
+def write_report(source: Source, path: str, baseline: str | None = None, candidate: str | None = None, label: str = "") -> ReportData:
     """Collect, render and write the page to ``path`` (atomically: a reader never sees half a page)."""
     from funcsight.report.html import render
 
@@ -95,13 +105,13 @@ def write_report(source, path: str, baseline: str | None = None, candidate: str 
     target = os.path.abspath(path)
     directory = os.path.dirname(target)
     if os.path.isdir(target):
-        raise AnalysisError(f"{path} is a directory: name the HTML file to write, e.g. {os.path.join(path, 'report.html')}")
+        raise ReportError(f"{path} is a directory: name the HTML file to write, e.g. {os.path.join(path, 'report.html')}")
     if not os.path.isdir(directory):
-        raise AnalysisError(f"cannot write {path}: directory {directory} does not exist")
+        raise ReportError(f"cannot write {path}: directory {directory} does not exist")
     try:
         fd, temporary = tempfile.mkstemp(prefix=".funcsight-report-", suffix=".html", dir=directory)
     except OSError as err:
-        raise AnalysisError(f"cannot write {path} ({err.strerror or err})") from None
+        raise ReportError(f"cannot write {path} ({err.strerror or err})") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(page)
@@ -114,5 +124,5 @@ def write_report(source, path: str, baseline: str | None = None, candidate: str 
             os.unlink(temporary)
         except OSError:
             pass
-        raise AnalysisError(f"cannot write {path} ({err.strerror or err})") from None
+        raise ReportError(f"cannot write {path} ({err.strerror or err})") from None
     return data

@@ -1,9 +1,11 @@
 """``funcsight report --html PATH``: write the self-contained HTML report.
 
 ``add_command(subparsers)`` adds the subcommand to the ``funcsight`` parser; ``run(args)`` runs it.
-User errors (no store, unknown version, an unwritable path) raise
-:class:`funcsight.analysis.breakdown.AnalysisError` (or the store's / config's own error), which the
-``funcsight`` command prints as one line with exit status 2.
+User errors raise :class:`funcsight.sources.SourceError` (no store, no server),
+:class:`funcsight.analysis.breakdown.AnalysisError` (unknown version),
+:class:`funcsight.report.ReportError` (an unwritable path) or
+:class:`funcsight.config.ConfigError`, which the ``funcsight`` command (and ``main`` here) prints as
+one line with exit status 2.
 """
 
 from __future__ import annotations
@@ -35,11 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from funcsight.analysis.sources import open_source
     from funcsight.report import write_report
+    from funcsight.sources import open_source
+    from funcsight.sources.store import default_db_path
 
-    db_path = args.db or _default_db()
-    source = open_source(db_path, args.source)
+    db_path = args.db or default_db_path()
+    source = open_source(args.source, db_path=db_path)
     try:
         data = write_report(source, args.html, args.baseline, args.candidate, label=args.source or os.path.abspath(db_path))
     finally:
@@ -50,23 +53,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _default_db() -> str:
-    from funcsight.config import Config
-
-    return Config.from_env(strict=True).db_path
-
-
 def main(argv: list[str] | None = None) -> int:
     """``python -m funcsight.report``: the same command without the ``funcsight`` parser."""
     from funcsight.analysis.breakdown import AnalysisError
     from funcsight.config import ConfigError
-    from funcsight.store.db import StoreError
+    from funcsight.report import ReportError
+    from funcsight.sources import SourceError
 
     parser = argparse.ArgumentParser(prog="python -m funcsight.report", description="Write the funcsight HTML report.")
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:
         return run(args)
-    except (AnalysisError, StoreError, ConfigError) as err:
+    except (AnalysisError, SourceError, ReportError, ConfigError) as err:
         print(f"funcsight: error: {err}", file=sys.stderr)
         return 2

@@ -18,8 +18,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
-import time
 from html import escape
+
+from funcsight.analysis import wording
 
 MAX_BARS = 10
 MAX_STEPS = 8
@@ -107,8 +108,7 @@ def _hash(text: str) -> str:
     return "sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
 
 
-def _time(epoch: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+_time = wording.local_time
 
 
 def _ms(value: float | None) -> str:
@@ -281,22 +281,11 @@ def _summary(d) -> str:
     return "".join(html) + "</section>"
 
 
-def _before_after(f) -> tuple[str, str]:
-    b, c = f.baseline, f.candidate
-    if f.change == "calls":
-        return f"{b.calls_per_request:g} calls/req", f"{c.calls_per_request:g} calls/req"
-    if f.change == "latency":
-        return f"{b.self_ms_per_call:.3f} ms self/call", f"{c.self_ms_per_call:.3f} ms self/call"
-    if f.change in ("errors", "new_error_type"):
-        return (f"{b.error_rate:.1%} {', '.join(b.error_types) or '-'}", f"{c.error_rate:.1%} {', '.join(c.error_types) or '-'}")
-    return "not called", f"{c.calls_per_request:g} calls/req, {c.self_ms_per_request:.3f} ms/req"
-
-
 def _findings(findings: list, table_id: str) -> str:
     rows = []
     for f in findings:
-        before, after = _before_after(f)
-        changed = {True: "yes", False: "no", None: "-"}[f.code_changed]
+        before, after = wording.before_after(f)
+        changed = wording.code_changed(f.code_changed)
         rows.append(f'<tr>{_cell(f.impact_ms_per_request, _signed(f.impact_ms_per_request))}<td class="code">{esc(f.function)}</td>'
                     f'<td class="code">{esc(f.route)}</td><td>{esc(f.change.replace("_", " "))}</td><td>{esc(before)}</td>'
                     f'<td>{esc(after)}</td>{_cell(f.p_value, f"{f.p_value:.1e}")}<td>{changed}</td></tr>')
@@ -376,9 +365,9 @@ def _breakdowns(d) -> str:
 
 def _anomalies(d) -> str:
     if not d.anomalies:
-        return '<section id="anomalies"><h2>Anomalies (0)</h2><p class="note">No function changed its behaviour significantly over time.</p></section>'
+        return f'<section id="anomalies"><h2>Anomalies (0)</h2><p class="note">{wording.NO_ANOMALIES.capitalize()}.</p></section>'
     rows = [f'<tr><td class="code">{esc(a.function)}</td><td class="code">{esc(a.route)}</td><td>{esc(a.version)}</td>'
-            f'<td>{esc(a.kind)}{" " + esc(a.exception_type) if a.exception_type else ""}</td><td>{esc(_time(a.change_at))}</td>'
+            f'<td>{esc(wording.anomaly_kind(a))}</td><td>{esc(_time(a.change_at))}</td>'
             f"{_cell(a.before, f'{a.before:.4g}')}{_cell(a.after, f'{a.after:.4g}')}"
             f"{_cell(a.relative_change, '-' if a.relative_change is None else f'{a.relative_change:+.0%}')}{_cell(a.p_value, f'{a.p_value:.1e}')}</tr>"
             for a in d.anomalies]
@@ -389,7 +378,7 @@ def _anomalies(d) -> str:
 
 def _errors(d) -> str:
     if not d.errors:
-        return '<section id="errors"><h2>Errors (0)</h2><p class="note">No exceptions recorded.</p></section>'
+        return f'<section id="errors"><h2>Errors (0)</h2><p class="note">{wording.NO_EXCEPTIONS.capitalize()}.</p></section>'
     rows = []
     for r in d.errors:
         frames = "".join(f'<li>{esc(f["function"])} <span class="code">({esc(f["file"])}:{esc(f["line"])})</span></li>' for f in r["stack"])

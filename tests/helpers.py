@@ -235,7 +235,7 @@ def calls_map(rows: list[dict]) -> dict[tuple[str, str], int]:
 def analysis_rows(db_path: Path | str, route: str | None = None, version: str | None = None) -> list[dict]:
     """The same figures through the library: ``function_rows(StoreSource(path))``."""
     from funcsight.analysis.breakdown import function_rows
-    from funcsight.analysis.source import StoreSource
+    from funcsight.sources.store import StoreSource
 
     source = StoreSource(str(db_path))
     try:

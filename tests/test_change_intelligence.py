@@ -273,7 +273,7 @@ def test_diff_reports_nothing_on_untouched_routes(released_shop):
 
 
 def test_code_hashes_tell_changed_functions_from_changed_behaviour(released_shop):
-    from funcsight.analysis.source import StoreSource
+    from funcsight.sources.store import StoreSource
 
     source = StoreSource(str(released_shop.db))
     try:
@@ -539,7 +539,7 @@ class _SeriesSource:
 
     def route_aggregates(self, route=None, version=None):
         """Each route's requests, and as its latency the sum of its (leaf) functions' time."""
-        from funcsight.analysis.source import RouteAggregate
+        from funcsight.sources.base import RouteAggregate
 
         routes = {}
         for _start, _end, route_name, ver, count in self.route_rows:
@@ -553,7 +553,7 @@ def _null_diff(rng, functions: int = 30, calls: int = 150) -> bool:
     """One diff of two versions whose leaf functions draw their durations from the SAME
     distribution (log-normal around 1 ms): True when anything is reported."""
     from funcsight.analysis.compare import diff
-    from funcsight.analysis.source import Aggregate, RouteAggregate
+    from funcsight.sources.base import Aggregate, RouteAggregate
     from funcsight.histogram import bucket_of
 
     aggregates, routes = {}, {}

@@ -27,6 +27,24 @@ RULES = [
     ("funcsight.store.db", ["opentelemetry", "funcsight.instrumentation", "funcsight.processors"]),
 ]
 
+WRITE_SIDE = ["opentelemetry", "funcsight.instrumentation", "funcsight.processors", "funcsight.exporters", "funcsight.agent"]
+FACES = ["funcsight.cli", "funcsight.mcp_server", "funcsight.report", "mcp", "click"]
+RULES += [
+    # Sources read the store or Prometheus: never the write side, the analysis or a face.
+    *[(module, WRITE_SIDE + FACES + ["funcsight.analysis"]) for module in (
+        "funcsight.sources", "funcsight.sources.store", "funcsight.sources.prometheus")],
+    # Analysis: pure functions over a source; not even sqlite3 (the store source is the caller's choice).
+    *[(f"funcsight.analysis.{name}", WRITE_SIDE + FACES + ["sqlite3", "funcsight.sources.store", "funcsight.sources.prometheus"])
+      for name in ("breakdown", "compare", "anomalies", "errors", "stats", "wording")],
+    ("funcsight.durations", WRITE_SIDE + FACES + ["funcsight.analysis", "funcsight.sources"]),
+    # Faces never import each other (the CLI registers the others' subcommands: that one direction only).
+    ("funcsight.report.html", WRITE_SIDE + ["funcsight.cli", "funcsight.mcp_server", "mcp"]),
+    ("funcsight.report.cli", WRITE_SIDE + ["funcsight.cli", "funcsight.mcp_server", "mcp"]),
+    # (the MCP SDK itself loads the OpenTelemetry API: only funcsight's write side is forbidden here)
+    ("funcsight.mcp_server.tools", WRITE_SIDE[1:] + ["funcsight.cli", "funcsight.report"]),
+    ("funcsight.cli.main", WRITE_SIDE + ["mcp"]),
+]
+
 
 @pytest.mark.parametrize("module,forbidden", RULES)
 def test_import_rules(module, forbidden):

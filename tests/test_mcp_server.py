@@ -363,10 +363,10 @@ def test_the_connection_itself_is_locked_down(store, tmp_path, statement):
     """Below the SELECT/WITH check, the connection alone (authorizer, query_only, limits) refuses."""
     import sqlite3
 
-    from funcsight.mcp_server import sql
+    from funcsight.sources.store import connect_for_queries
 
     before = _fingerprint(store)
-    conn = sql.connect(store)
+    conn = connect_for_queries(store)
     try:
         with pytest.raises(sqlite3.DatabaseError):
             conn.execute(statement.format(tmp=tmp_path)).fetchall()

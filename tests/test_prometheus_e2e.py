@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 from helpers import clean_env, free_port, run_cli, tail, wait_for_port
 
-from funcsight.analysis.prometheus import reset_aware_total
+from funcsight.sources.prometheus import reset_aware_total
 from funcsight.demo.sample_app import RELEASES, traffic
 from funcsight.histogram import (
     LE_EXPONENTS,
@@ -337,8 +337,8 @@ def test_anomalies_run_over_prometheus(fleet):
 
 
 def test_time_series_add_up_to_the_stores(fleet):
-    from funcsight.analysis.prometheus import PrometheusSource
-    from funcsight.analysis.source import StoreSource
+    from funcsight.sources.prometheus import PrometheusSource
+    from funcsight.sources.store import StoreSource
 
     prom, store = PrometheusSource(fleet.url), StoreSource(str(fleet.db))
     try:

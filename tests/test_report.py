@@ -27,7 +27,7 @@ import pytest
 
 from funcsight.analysis.breakdown import route_rows
 from funcsight.analysis.compare import diff, explain
-from funcsight.analysis.source import StoreSource
+from funcsight.sources.store import StoreSource
 from funcsight.exporters.store_writer import ProcessIdentity, StoreWriter
 from funcsight.instrumentation.calls import CallTable
 from funcsight.instrumentation.registry import FunctionInfo, FunctionRegistry

@@ -1,0 +1,88 @@
+"""The words every face uses for the analysis' results: one renderer for "before -> after", code
+changes, headlines and times, so the CLI, the MCP tools and the HTML report say the same thing.
+
+Pure functions over analysis records returning plain text. ``quote`` is how a face marks
+application text (function names, routes, versions, exception types): the CLI and the report
+(which escapes it itself) show it as is, the MCP tools pass a JSON quoting function so an agent can
+tell data from instructions.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+Quote = Callable[[str], str]
+
+ANOMALY_UNITS = {
+    "latency": "mean ms per call",
+    "calls": "calls per request",
+    "errors": "error rate (fraction of calls)",
+    "new_error_type": "error rate of the new type (fraction of calls)",
+}
+
+
+def _as_is(text: str) -> str:
+    return text
+
+
+def before_after(finding, quote: Quote = _as_is) -> tuple[str, str]:
+    """A diff finding's tested figure in the baseline and in the candidate."""
+    b, c = finding.baseline, finding.candidate
+    if finding.change == "calls":
+        return f"{b.calls_per_request:g} calls/req", f"{c.calls_per_request:g} calls/req"
+    if finding.change == "latency":
+        return f"{b.self_ms_per_call:.3f} ms self/call", f"{c.self_ms_per_call:.3f} ms self/call"
+    if finding.change in ("errors", "new_error_type"):
+        return f"{b.error_rate:.1%} {_types(b.error_types, quote)}", f"{c.error_rate:.1%} {_types(c.error_types, quote)}"
+    return "not called", f"{c.calls_per_request:g} calls/req, {c.self_ms_per_request:.3f} ms/req"
+
+
+def change_text(finding, quote: Quote = _as_is) -> str:
+    """``before -> after`` on one line."""
+    before, after = before_after(finding, quote)
+    return f"{before} -> {after}"
+
+
+def _types(types, quote: Quote) -> str:
+    return ", ".join(quote(t) for t in types) or "-"
+
+
+def code_changed(value: bool | None) -> str:
+    """Whether the function's code differs between the versions: yes, no, or unknown (not recorded
+    in both, or a source without code hashes)."""
+    return {True: "yes", False: "no", None: "unknown"}[value]
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def diff_headline(baseline: str, candidate: str, regressions: int, improvements: int, tests_made: int,
+                  route: str | None = None, quote: Quote = _as_is) -> str:
+    scope = f" on route {quote(route)}" if route else ""
+    return (f"{quote(baseline)} -> {quote(candidate)}{scope}: {plural(regressions, 'regression')}, "
+            f"{plural(improvements, 'improvement')} ({tests_made} changes tested)")
+
+
+def explain_headline(explanation, quote: Quote = _as_is) -> str:
+    e = explanation
+    return (f"{quote(e.route)}: mean {e.baseline_mean_ms:.3f} ms ({quote(e.baseline)}) -> {e.candidate_mean_ms:.3f} ms "
+            f"({quote(e.candidate)}), change {e.change_ms:+.3f} ms per request")
+
+
+def anomaly_kind(anomaly, quote: Quote = _as_is) -> str:
+    """``latency``, ``calls``, ``errors``, or ``new_error_type TYPE``."""
+    return anomaly.kind + (f" {quote(anomaly.exception_type)}" if anomaly.exception_type else "")
+
+
+NO_ANOMALIES = "no function changed its behaviour significantly over time"
+NO_EXCEPTIONS = "no exceptions recorded"
+
+
+def local_time(epoch_s: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch_s))
+
+
+def utc_time(epoch_s: float | None) -> str | None:
+    return None if epoch_s is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch_s))
