@@ -87,7 +87,7 @@ def _start(**kwargs: Any) -> Running:
     sink = Sink(slow_ns=int(config.slow_call_ms * 1_000_000), sample_error=_error_sampler(config))
 
     env_resource = Resource.create().attributes
-    version, version_source = detect_version(env_resource.get(names.SERVICE_VERSION), selector.app_dir)
+    version, version_source = detect_version(env_resource.get(names.SERVICE_VERSION), selector.app_dir, selector)
     instance_id = str(env_resource.get(names.SERVICE_INSTANCE_ID) or uuid.uuid4())
     extra = {names.SERVICE_VERSION: version, names.SERVICE_INSTANCE_ID: instance_id}
     tracer_provider, own_tracer = ensure_tracer_provider(extra)
