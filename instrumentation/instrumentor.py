@@ -24,6 +24,7 @@ from funcsight.instrumentation._pysensor import Sink
 from funcsight.instrumentation.calls import frames_of, stack_sample
 from funcsight.instrumentation.registry import FunctionRegistry
 from funcsight.instrumentation.selection import CodeSelector
+from funcsight.instrumentation.startup import announce_start
 from funcsight.instrumentation.sensor import make_sensor
 
 _log = logging.getLogger("funcsight")
@@ -130,7 +131,7 @@ def _start(**kwargs: Any) -> Running:
     )
     pipeline.start()
     sensor.start()
-    _log.info("funcsight: sensing %s with the %s sensor (version %s)", selector.app_dir, sensor.implementation, version)
+    announce_start(running)  # the start-up line, the "nothing sensed" warning, the early first window
     _install_exit_hooks(running)
     return running
 
