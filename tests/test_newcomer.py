@@ -271,3 +271,59 @@ def test_demo_never_touches_a_store_it_did_not_make(tmp_path):
         assert _demo_store(None) == str(tmp_path / "funcsight-demo-2.db")
     finally:
         os.chdir(cwd)
+
+
+EARLY = '''
+def early(x):
+    return x + 1
+
+
+def make_closure(k):
+    def closure(x):
+        return x * k
+    return closure
+
+
+made_before = make_closure(5)
+
+
+class Box:
+    def method(self):
+        return early(1)
+'''
+
+
+@pytest.mark.parametrize("impl", ["c", "python"])
+def test_module_imported_before_the_start_is_sensed(impl, tmp_path, monkeypatch):
+    """Also on 3.11 (rewritten after the fact): functions of a module imported before the sensor
+    started, a closure made before it, methods, and closures made after it."""
+    import importlib
+
+    from funcsight.instrumentation import csensor
+    from funcsight.instrumentation._pysensor import Sink
+    from funcsight.instrumentation.registry import FunctionRegistry
+    from funcsight.instrumentation.sensor import make_sensor
+
+    if impl == "c" and not csensor.available():
+        pytest.skip(csensor.UNAVAILABLE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    name = f"fs_newcomer_early_{impl}"
+    (tmp_path / f"{name}.py").write_text(EARLY)
+    importlib.invalidate_caches()
+    module = importlib.import_module(name)  # before any sensor runs
+    config = Config(include=(name,), implementation=impl)
+    registry, sink = FunctionRegistry(), Sink()
+    sensor = make_sensor(config, registry, CodeSelector(config), sink)
+    sensor.start()
+    try:
+        for i in range(3):
+            module.early(i)
+            module.make_closure(i)(i)
+            module.made_before(i)
+            module.Box().method()
+    finally:
+        sensor.stop()
+        sys.modules.pop(name, None)
+    expected = {"early": 6, "make_closure": 3, "make_closure.<locals>.closure": 6, "Box.method": 3}
+    got = {f: sink.background.stats[registry.lookup(f"{name}.{f}")][0] for f in expected if registry.lookup(f"{name}.{f}") is not None}
+    assert got == expected
