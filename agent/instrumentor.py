@@ -24,6 +24,7 @@ from funcsight import __version__, names
 from funcsight.agent import lifecycle
 from funcsight.agent.providers import FAILURES as DELIVERY_FAILURES
 from funcsight.agent.providers import ensure_meter_provider, ensure_tracer_provider, store_enabled
+from funcsight.agent.startup import announce_start
 from funcsight.config import Config
 from funcsight.deployment import SOURCE_RESOURCE, detect_version
 from funcsight.exporters.metrics import MetricsBridge
@@ -89,7 +90,7 @@ def _start(**kwargs: Any) -> Running:
     sensor = make_sensor(config, registry, selector, _error_sampler(config))
 
     env_resource = Resource.create().attributes
-    version, version_source = detect_version(env_resource.get(names.SERVICE_VERSION), selector.app_dir)
+    version, version_source = detect_version(env_resource.get(names.SERVICE_VERSION), selector.app_dir, selector)
     instance_id = str(env_resource.get(names.SERVICE_INSTANCE_ID) or uuid.uuid4())
     extra = {names.SERVICE_VERSION: version, names.SERVICE_INSTANCE_ID: instance_id}
     tracer_provider, own_tracer = ensure_tracer_provider(extra)
@@ -123,7 +124,8 @@ def _start(**kwargs: Any) -> Running:
         spans = FunctionSpanEmitter(tracer_provider.get_tracer(names.SCOPE, __version__), registry)
         consumers.append(spans.consume)
 
-    pipeline = ExportPipeline(config.export_interval_s, processor.drain, consumers)
+    pipeline = ExportPipeline(config.export_interval_s, processor.drain, consumers,
+                              has_traffic=lambda: windows.open_counts()["requests"] > 0)
     running = Running(
         config, registry, selector, sensor.sink, sensor, windows, processor, pipeline, writer,
         version, version_source, service, tracer_provider if own_tracer else None, meter_provider if own_meter else None,
@@ -131,7 +133,7 @@ def _start(**kwargs: Any) -> Running:
     )
     pipeline.start()
     sensor.start()
-    _log.info("funcsight: sensing %s with the %s sensor (version %s)", selector.app_dir, sensor.implementation, version)
+    announce_start(running)  # the start-up line and the "nothing sensed" warning
     lifecycle.install(running)
     return running
 

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from funcsight.demo.sample_app import RELEASES, traffic
@@ -32,16 +33,24 @@ class DemoError(Exception):
     pass
 
 
-def run_demo(db_path: str = "funcsight.db", requests: int = 300, concurrency: int = 4, out=None) -> int:
+DEFAULT_DB = "funcsight-demo.db"
+INSTANCE_PREFIX = "funcsight-demo-"  # the demo's processes' service.instance.id: marks a store as the demo's
+
+
+def run_demo(db_path: str | None = None, requests: int = 300, concurrency: int = 4, out=None) -> int:
+    """Fill a store the demo owns: ``db_path`` when given (an existing file only if an earlier demo
+    made it), else ./funcsight-demo.db (or the next free funcsight-demo-N.db when that file is not
+    the demo's). It never touches any other store."""
     out = out or sys.stdout
     missing = [name for name in ("flask", "opentelemetry.instrumentation.flask") if importlib.util.find_spec(name) is None]
     if missing:
-        raise DemoError(f"the demo needs {', '.join(missing)}: pip install 'funcsight[demo]'")
-    db_path = os.path.abspath(db_path)
-    if os.path.exists(db_path):
-        for suffix in ("", "-wal", "-shm"):
-            if os.path.exists(db_path + suffix):
-                os.remove(db_path + suffix)
+        from funcsight.install import install_hint
+
+        raise DemoError(f"the demo needs {', '.join(missing)}: {install_hint('demo')}")
+    db_path = _demo_store(db_path)
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(db_path + suffix):
+            os.remove(db_path + suffix)
     print(f"funcsight demo: sample shop, {requests} requests per release, store {db_path}", file=out)
     with tempfile.TemporaryDirectory(prefix="funcsight-demo-") as workdir:
         for version, files in RELEASES:
@@ -50,6 +59,43 @@ def run_demo(db_path: str = "funcsight.db", requests: int = 300, concurrency: in
             _run_release(app_dir, version, db_path, requests, concurrency, out)
     _print_results(db_path, out)
     return 0
+
+
+def _demo_store(db_path: str | None) -> str:
+    """The store file the demo may (re)create, or DemoError when ``db_path`` is someone else's."""
+    if db_path is not None:
+        path = os.path.abspath(db_path)
+        if _exists(path) and not made_by_demo(path):
+            raise DemoError(f"{path} exists and was not made by the demo: the demo never overwrites a store; "
+                            "pass --db with a new file name")
+        return path
+    base, ext = os.path.splitext(os.path.abspath(DEFAULT_DB))
+    for number in range(1, 1000):
+        path = f"{base}{'' if number == 1 else f'-{number}'}{ext}"
+        if not _exists(path) or made_by_demo(path):
+            return path
+    raise DemoError("no free funcsight-demo-N.db name in this directory: pass --db")
+
+
+def _exists(path: str) -> bool:
+    return any(os.path.lexists(path + suffix) for suffix in ("", "-wal", "-shm"))
+
+
+def made_by_demo(path: str) -> bool:
+    """True only for a store whose every process is one the demo started (see INSTANCE_PREFIX)."""
+    import sqlite3
+
+    if not os.path.isfile(path) or os.path.islink(path):
+        return False
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
+        try:
+            ids = [row[0] for row in conn.execute("SELECT instance_id FROM processes")]
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return False
+    return bool(ids) and all(str(i).startswith(INSTANCE_PREFIX) for i in ids)
 
 
 def _write_app(app_dir: str, files: dict[str, str]) -> None:
@@ -83,7 +129,7 @@ def _run_release(app_dir: str, version: str, db_path: str, requests: int, concur
         FUNCSIGHT_DB=db_path,
         FUNCSIGHT_EXPORT_INTERVAL="0.5",  # several windows per release: diff checks changes across them
         OTEL_SERVICE_NAME="shop",
-        OTEL_RESOURCE_ATTRIBUTES=f"service.version={version}",
+        OTEL_RESOURCE_ATTRIBUTES=f"service.version={version},service.instance.id={INSTANCE_PREFIX}{uuid.uuid4()}",
         # The demo is the embedded default: nothing leaves the machine.
         OTEL_TRACES_EXPORTER="none",
         OTEL_METRICS_EXPORTER="none",

@@ -4,7 +4,9 @@ Per interval it calls ``drain`` (the rollup processor's: it returns one closed
 :class:`~funcsight.processors.windows.Window`) and gives that window to each consumer in turn (the
 store writer, OpenTelemetry metrics, function spans). Nothing flows back: the consumers read the
 window and nothing else. A consumer that fails is logged and skipped; the others still run. On
-shutdown (normal exit, SIGTERM, SIGINT) the last window is flushed once. The thread runs with
+shutdown (normal exit, SIGTERM, SIGINT) the last window is flushed once. A process's first
+window goes out ``first_window_s`` after its first request rather than a whole interval after the
+start, so a user looking at a just-started app sees data within seconds. The thread runs with
 instrumentation suppressed, so the exporters' own I/O is never observed.
 """
 
@@ -22,11 +24,16 @@ except ImportError:  # pragma: no cover - the instrumentation package is a depen
     from contextlib import nullcontext as suppress_instrumentation
 
 _log = logging.getLogger("funcsight")
+FIRST_WINDOW_S = 1.0  # a process's first window goes out this long after its first request
+_TRAFFIC_POLL_S = 0.2
 
 
 class ExportPipeline:
-    def __init__(self, interval_s: float, drain: Callable[[], Window], consumers: list[Callable[[Window], object]]):
+    def __init__(self, interval_s: float, drain: Callable[[], Window], consumers: list[Callable[[Window], object]],
+                 has_traffic: Callable[[], bool] | None = None, first_window_s: float = FIRST_WINDOW_S):
         self.interval_s = interval_s
+        self.has_traffic = has_traffic  # whether the open window holds a request yet
+        self.first_window_s = first_window_s
         self.drain = drain
         self.consumers = consumers
         self.windows_exported = 0
@@ -47,8 +54,26 @@ class ExportPipeline:
         self._thread.start()
 
     def _run(self) -> None:
+        if self.has_traffic is not None and self.interval_s > 2 * self.first_window_s:
+            self._first_window()
         while not self._stop.wait(self.interval_s):
             self.flush()
+
+    def _first_window(self) -> None:
+        waited = 0.0
+        while waited < self.interval_s:
+            try:
+                busy = self.has_traffic()
+            except Exception:
+                return  # the interval alone applies
+            if busy:
+                if not self._stop.wait(self.first_window_s):
+                    self.flush()
+                return
+            if self._stop.wait(_TRAFFIC_POLL_S):
+                return
+            waited += _TRAFFIC_POLL_S
+        self.flush()  # a quiet first interval: its window (background calls only) as usual
 
     def flush(self) -> None:
         with self._flush_lock, suppress_instrumentation():

@@ -13,8 +13,11 @@ from dataclasses import dataclass, field
 _log = logging.getLogger("funcsight")
 
 FUNCSIGHT_INCLUDE = "FUNCSIGHT_INCLUDE"
-"""Comma-separated module globs to sense, replacing the default (the application's own directory).
-Example: ``FUNCSIGHT_INCLUDE="shop.*,billing"``."""
+"""Comma-separated module patterns to sense, replacing the default (the application's own
+directory): a glob (``shop.*``) or a plain name, which matches that module and all its submodules
+(``billing``). A pattern written with a leading ``+`` is sensed in addition to the application's
+directory instead (an installed framework or app next to the project's own code).
+Examples: ``FUNCSIGHT_INCLUDE="shop.*,billing"``; ``FUNCSIGHT_INCLUDE="+wagtail"``."""
 
 FUNCSIGHT_EXCLUDE = "FUNCSIGHT_EXCLUDE"
 """Comma-separated module globs never to sense. Example: ``FUNCSIGHT_EXCLUDE="shop.migrations.*"``."""

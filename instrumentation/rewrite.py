@@ -42,9 +42,14 @@ hook calls; per ``async for`` item and ``async with`` one small coroutine more.
 Limits (none of them on 3.12):
 
 * lambdas and generator expressions are not sensed (3.12 senses ``<lambda>`` and ``<genexpr>``);
-* only modules imported after :meth:`ImportRewriter.install`: the script of ``python app.py`` is
-  compiled by the interpreter (``python -m`` works; a launcher can use
-  :meth:`ImportRewriter.compile_source`), and code made by ``exec``/``compile`` is not sensed;
+* modules imported before :meth:`ImportRewriter.install` (the OpenTelemetry instrumentations
+  import their framework first) and the script of ``python app.py`` (compiled by the interpreter)
+  are rewritten after the fact: their functions get rewritten code objects (``__code__``), those
+  of the script as soon as its last top-level ``def``/``class`` has run (a trace function on the
+  script's module frame until then, installed when the interpreter starts the script). A function
+  that cannot be given new code (no source, or its closure differs) is named in one warning line;
+  a call already running when its code was replaced, and code made by ``exec``/``compile``, are
+  not sensed;
 * self time: during ``yield from`` the delegating generator is off the stack (a sensed delegate
   credits the consumer); an async generator's active time is credited to what is below it, not to
   the coroutine iterating it; after an exception is thrown into a suspended generator or
@@ -57,13 +62,16 @@ from __future__ import annotations
 
 import ast
 import functools
+import gc
 import hashlib
 import itertools
+import logging
+import os
 import sys
 import threading
 import warnings
 from importlib.machinery import SourceFileLoader
-from types import CodeType, CoroutineType, GeneratorType
+from types import CodeType, CoroutineType, FunctionType, GeneratorType
 from typing import Any, Callable, Iterator, NamedTuple
 
 from funcsight.instrumentation._pysensor import COROUTINE, GENERATOR, PLAIN, PythonSensor, kind_of
@@ -79,6 +87,7 @@ _HOOK_NAMES = (_ENTER, _ENTER_CO, _LEAVE, _UNWIND, _YIELD, _RESUME, _AWAIT, _AIT
 _HOOK_SETS: dict[int, tuple[Callable, ...]] = {}  # by rewriter token; kept: rewritten code stays
 _tokens = itertools.count(1)
 _warnings_lock = threading.Lock()  # catch_warnings() swaps process-wide state: one at a time
+_log = logging.getLogger("funcsight")
 
 
 def _hooks(token: int) -> tuple[Callable, ...]:
@@ -468,10 +477,20 @@ class ImportRewriter:
         own = getattr(core, "rewrite_hooks", None)  # a C core brings the same hooks in C
         _HOOK_SETS[self.token] = own() if own is not None else _make_hooks(core)
         self._finder = _Finder(self)
+        self._retrofitted = False
+        self.retrofitted: dict[str, int] = {}  # module -> functions given rewritten code after import
+        self.missed: dict[str, int] = {}  # module -> functions that could not be
 
     def install(self) -> None:
         if not any(finder is self._finder for finder in sys.meta_path):
             sys.meta_path.insert(0, self._finder)
+        if not self._retrofitted:
+            self._retrofitted = True
+            try:
+                self._retrofit_loaded()
+            except Exception:  # a bug here must not stop the application
+                self.core.internal_errors += 1
+                _log.exception("funcsight: sensing modules imported before funcsight started failed")
 
     def uninstall(self) -> None:
         """Later imports are not rewritten; modules already rewritten stay so (and keep counting)."""
@@ -522,3 +541,182 @@ class ImportRewriter:
             info = FunctionInfo(f"{module}.{qualname}", FUNCTION, path, line, digest, kind != PLAIN)
         fid = self.core.adopt_info(info, kind)
         return _Plan(fid, kind, isinstance(node, ast.AsyncFunctionDef)) if fid >= 0 else None
+
+    # ------------------------------------------------ code that was loaded before install()
+    def _retrofit_loaded(self) -> None:
+        """Rewrite the sensed modules imported before now, and the main script: now if it has run
+        (or is running: funcsight started from it), else once the interpreter starts it."""
+        by_file: dict[str, tuple[str, dict]] = {}
+        main = sys.modules.get("__main__")
+        for name, module in list(sys.modules.items()):
+            if name.partition(".")[0] == "funcsight" or module is None or name in MAIN_MODULE_NAMES:
+                continue
+            path = getattr(module, "__file__", None)
+            namespace = getattr(module, "__dict__", None)
+            if not path or not isinstance(namespace, dict) or _ENTER in namespace:
+                continue
+            try:
+                if self.selector.module_is_sensed(name, path):
+                    by_file[path] = (name, namespace)
+            except Exception:
+                continue
+        main_file = getattr(main, "__file__", None)
+        if main_file and isinstance(getattr(main, "__dict__", None), dict) and _ENTER not in main.__dict__:
+            if self.selector.module_is_sensed(main_module_name(), main_file):
+                by_file[main_file] = ("__main__", main.__dict__)
+                self._watch_running_main(main_file, main.__dict__)
+        elif not main_file:
+            self._watch_main_script()
+        if by_file:
+            self._retrofit(by_file)
+            self._report_missed()
+
+    def _retrofit(self, by_file: dict[str, tuple[str, dict]]) -> None:
+        """Give the functions of these files (``path -> (module, its globals)``) their rewritten
+        code: one pass over the live functions, matched by qualified name and first line."""
+        replacements: dict[str, dict] = {}
+        for path, (module, namespace) in by_file.items():
+            code = None
+            if path.endswith(".py"):
+                try:
+                    with open(path, "rb") as handle:
+                        code = self.compile_source(handle.read(), path, module)
+                except OSError:
+                    code = None
+            if code is None:
+                self.missed[_shown(module)] = self.missed.get(_shown(module), 0) + 1
+                continue
+            new = {(c.co_qualname, c.co_firstlineno): c for c in _codes(code) if _ENTER in c.co_names or _ENTER_CO in c.co_names}
+            if not new:
+                continue
+            namespace.update(zip(_HOOK_NAMES, _hooks(self.token)))
+            replacements[path] = new
+        if not replacements:
+            return
+        for obj in gc.get_objects():
+            if type(obj) is not FunctionType:
+                continue
+            old = obj.__code__
+            new_codes = replacements.get(old.co_filename)
+            if new_codes is None:
+                continue
+            new = new_codes.get((old.co_qualname, old.co_firstlineno))
+            if new is None or new is old:
+                continue
+            module = _shown(by_file[old.co_filename][0])
+            if new.co_freevars != old.co_freevars or obj.__globals__ is not by_file[old.co_filename][1]:
+                self.missed[module] = self.missed.get(module, 0) + 1
+                continue
+            try:
+                obj.__code__ = new
+            except (ValueError, TypeError):
+                self.missed[module] = self.missed.get(module, 0) + 1
+                continue
+            self.retrofitted[module] = self.retrofitted.get(module, 0) + 1
+
+    def _report_missed(self) -> None:
+        if self.missed:
+            listed = ", ".join(f"{name} ({count})" for name, count in sorted(self.missed.items()))
+            _log.warning("funcsight: on Python 3.11 these functions, loaded before funcsight started, are not sensed "
+                         "(no source, or their closure differs from the source): %s", listed)
+            self.missed = {}
+
+    def _watch_main_script(self) -> None:
+        """``python app.py`` under a launcher: funcsight starts (from sitecustomize) before the
+        interpreter compiles the script. When it starts it ("cpython.run_file"), trace its module
+        frame, line by line, until its last top-level definition has run; then rewrite."""
+        argv0 = sys.argv[0] if sys.argv else ""
+        if not argv0.endswith(".py") or not os.path.isfile(argv0):
+            return
+        target = os.path.realpath(argv0)
+        if not self.selector.module_is_sensed(main_module_name(), target):
+            return
+        armed = [True]
+
+        def on_audit(event: str, args: tuple) -> None:
+            if event != "cpython.run_file" or not armed[0]:
+                return
+            armed[0] = False
+            if not any(finder is self._finder for finder in sys.meta_path):
+                return  # stopped meanwhile
+            try:
+                if os.path.realpath(os.fsdecode(args[0])) != target:
+                    return
+                last = _last_definition_line(target)
+                if last is None:
+                    return
+
+                def on_call(frame, event, arg):
+                    code = frame.f_code
+                    if code.co_name == "<module>" and os.path.realpath(code.co_filename) == target:
+                        sys.settrace(_quiet)  # calls below the script's top level are not traced
+                        return self._main_tracer(code.co_filename, frame.f_globals, last)
+                    return None
+
+                sys.settrace(on_call)
+            except Exception:
+                self.core.internal_errors += 1
+
+        sys.addaudithook(on_audit)
+
+    def _watch_running_main(self, path: str, namespace: dict) -> None:
+        """funcsight started from the script itself: what the script defines later is rewritten
+        once its last top-level definition has run."""
+        frame = sys._getframe()
+        while frame is not None and not (frame.f_code.co_name == "<module>" and frame.f_globals is namespace):
+            frame = frame.f_back
+        last = _last_definition_line(path)
+        if frame is None or last is None or frame.f_lineno >= last:
+            return
+        frame.f_trace = self._main_tracer(path, namespace, last)
+        sys.settrace(_quiet)
+
+    def _main_tracer(self, path: str, namespace: dict, last_line: int) -> Callable:
+        def on_line(frame, event, arg):
+            if event != "return" and (event != "line" or frame.f_lineno <= last_line):
+                return on_line
+            sys.settrace(None)
+            frame.f_trace = None
+            try:
+                self._retrofit({path: ("__main__", namespace)})
+                self._report_missed()
+            except Exception:
+                self.core.internal_errors += 1
+                _log.exception("funcsight: sensing the main script failed")
+            return None
+
+        return on_line
+
+
+def _quiet(frame, event, arg) -> None:
+    """A trace function that traces nothing (set while one frame is traced line by line)."""
+    return None
+
+
+def _shown(module: str) -> str:
+    return main_module_name() if module in MAIN_MODULE_NAMES else module
+
+
+def _last_definition_line(path: str) -> int | None:
+    """The last line of the last ``def``/``class`` the module's own code runs (not those nested
+    in functions: they come from their function's code); None when it has none."""
+    try:
+        with open(path, "rb") as handle:
+            tree = ast.parse(handle.read(), path)
+    except (OSError, SyntaxError, ValueError):
+        return None
+    last = None
+    pending = list(tree.body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            last = max(last or 0, node.end_lineno or node.lineno)
+            continue
+        if isinstance(node, ast.stmt):
+            for field in _BLOCKS:
+                block = getattr(node, field, None)
+                if type(block) is list:
+                    pending.extend(block)
+        elif isinstance(node, (ast.ExceptHandler, ast.match_case)):
+            pending.extend(node.body)
+    return last

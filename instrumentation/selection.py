@@ -2,13 +2,16 @@
 
 By default a function is sensed when its file lives below the application's directory and not in
 the standard library, site-packages or funcsight itself. ``FUNCSIGHT_INCLUDE`` replaces the
-directory rule with module globs; ``FUNCSIGHT_EXCLUDE`` removes modules. The decision is made once
-per code object (the sensor remembers it), so its cost does not matter on the hot path.
+directory rule with module patterns (``shop.*``, or ``shop``: the package and its submodules); a
+pattern written ``+wagtail`` is sensed in addition to the directory rule instead.
+``FUNCSIGHT_EXCLUDE`` removes modules. The decision is made once per code object (the sensor
+remembers it), so its cost does not matter on the hot path.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import importlib.util
 import os
 import site
 import sys
@@ -21,7 +24,30 @@ CO_OPTIMIZED = 0x0001
 # Comprehensions are expressions of their function, not functions a user wrote; 3.12 inlines
 # them (PEP 709) and 3.11 does not, so sensing them would make the two versions disagree.
 _COMPREHENSIONS = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>"})
-_FUNCSIGHT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_FUNCSIGHT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the installed package
+# The folders funcsight's own packages live in. Installed (wheel), they are all below _FUNCSIGHT_DIR;
+# in an editable install each is a top-level folder of the checkout (package-dir in pyproject.toml),
+# and _FUNCSIGHT_DIR is the whole checkout, which must not hide an app that lives in it too.
+_OWN_PACKAGES = ("funcsight", "instrumentation", "processors", "exporters", "store", "analysis", "sources",
+                 "cli", "demo", "mcp_server", "report", "agent")
+
+
+def funcsight_dirs() -> tuple[str, ...]:
+    """Each folder (with a trailing separator) holding a package of funcsight itself."""
+    dirs = set()
+    for name, module in list(sys.modules.items()):
+        if name == "funcsight" or name.startswith("funcsight."):
+            for path in getattr(module, "__path__", None) or ():
+                dirs.add(path)
+    for name in _OWN_PACKAGES:
+        spec = None
+        try:
+            spec = importlib.util.find_spec(name if name == "funcsight" else "funcsight." + name)
+        except (ImportError, ValueError):
+            pass
+        for path in (spec.submodule_search_locations or ()) if spec is not None else ():
+            dirs.add(path)
+    return tuple(sorted(os.path.join(os.path.realpath(d), "") for d in dirs))
 
 
 def default_app_dir() -> str:
@@ -47,23 +73,39 @@ def _library_dirs() -> tuple[str, ...]:
         dirs.add(site.getusersitepackages())
     except AttributeError:  # virtualenv's legacy site module
         pass
-    dirs.add(_FUNCSIGHT_DIR)
-    dirs.add(os.path.dirname(_FUNCSIGHT_DIR) + os.sep + "instrumentation")
+    dirs.update(funcsight_dirs())
     return tuple(sorted(os.path.join(os.path.realpath(d), "") for d in dirs if d))
 
 
 def _matches(module: str, globs: tuple[str, ...]) -> bool:
-    return any(fnmatch.fnmatchcase(module, pattern) for pattern in globs)
+    """A glob matches module names (``shop.*``); a plain name (``shop``) matches that module and,
+    when it is a package, all its submodules."""
+    for pattern in globs:
+        if any(char in pattern for char in "*?["):
+            if fnmatch.fnmatchcase(module, pattern):
+                return True
+        elif module == pattern or module.startswith(pattern + "."):
+            return True
+    return False
+
+
+def split_include(include: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``FUNCSIGHT_INCLUDE`` entries as (patterns replacing the directory rule, patterns added to
+    it): ``+wagtail`` adds, ``wagtail`` replaces. With only added patterns the directory rule stays."""
+    replacing = tuple(p for p in include if not p.startswith("+"))
+    added = tuple(p[1:].strip() for p in include if p.startswith("+") and p[1:].strip())
+    return replacing, added
 
 
 class CodeSelector:
     """Decides, for a code object and the module it runs in, whether it is sensed."""
 
     def __init__(self, config: Config):
-        self.include = config.include
+        self.include, self.added = split_include(config.include)
         self.exclude = config.exclude
         self.app_dir = os.path.join(os.path.realpath(config.app_dir or default_app_dir()), "")
-        self.library_dirs = tuple(d for d in _library_dirs() if not self.app_dir.startswith(d))
+        self.own_dirs = funcsight_dirs()
+        self.library_dirs = tuple(d for d in _library_dirs() if not self.app_dir.startswith(d) or d in self.own_dirs)
         self._file_verdicts: dict[str, bool] = {}
         self._module_verdicts: dict[str, bool] = {}
 
@@ -79,7 +121,7 @@ class CodeSelector:
         return verdict
 
     def _path_is_app(self, path: str) -> bool:
-        if path.startswith(_FUNCSIGHT_DIR + os.sep):
+        if any(path.startswith(d) for d in self.own_dirs):
             return False
         if os.sep + "site-packages" + os.sep in path or os.sep + "dist-packages" + os.sep in path:
             return False
@@ -95,13 +137,35 @@ class CodeSelector:
         verdict = self._module_verdicts.get(key)
         if verdict is None:
             if self.include:
-                verdict = _matches(module, self.include)
+                verdict = _matches(module, self.include + self.added)
             else:
-                verdict = self.file_is_app(filename) or self._runtime_code_of_app(module, filename)
+                verdict = (self.file_is_app(filename) or self._runtime_code_of_app(module, filename)
+                           or bool(self.added) and _matches(module, self.added))
             if verdict and self.exclude and _matches(module, self.exclude):
                 verdict = False
             self._module_verdicts[key] = verdict
         return verdict
+
+    @property
+    def uses_app_dir(self) -> bool:
+        """Whether the directory rule applies (no FUNCSIGHT_INCLUDE pattern replaces it)."""
+        return not self.include
+
+    def package_patterns(self) -> tuple[str, ...]:
+        """The module patterns sensed besides (or instead of) the directory rule."""
+        return self.include + self.added
+
+    def describe(self) -> str:
+        """What is sensed, in words, for the start-up line."""
+        parts = []
+        if self.uses_app_dir:
+            parts.append(f"functions of modules below {self.app_dir.rstrip(os.sep) or os.sep}")
+        if self.package_patterns():
+            parts.append("modules " + ", ".join(self.package_patterns()))
+        text = " and ".join(parts)
+        if self.exclude:
+            text += " except " + ", ".join(self.exclude)
+        return text
 
     def _runtime_code_of_app(self, module: str, filename: str) -> bool:
         # Code made by exec()/compile() has a pseudo file name ("<string>"); it belongs to the app
