@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     errors.set_defaults(run=cmd_errors)
 
     demo = commands.add_parser("demo", help="run the bundled sample app under the sensor, drive traffic, show the results")
-    demo.add_argument("--db", default="funcsight.db", help="store file to fill (default ./funcsight.db)")
+    demo.add_argument("--db", help="store file to fill: a new file or an earlier demo's (default: a new ./funcsight-demo.db)")
     demo.add_argument("--requests", type=_positive_int, default=300, help="requests per version (default 300)")
     demo.add_argument("--concurrency", type=_positive_int, default=4, help="parallel clients (default 4)")
     demo.set_defaults(run=cmd_demo)
@@ -252,12 +252,18 @@ _time = wording.local_time
 
 
 def cmd_demo(args) -> int:
-    from funcsight.demo.run import DemoError, run_demo
+    from funcsight.demo.run import DemoError, result_commands, run_demo
 
     try:
-        return run_demo(db_path=args.db, requests=args.requests, concurrency=args.concurrency)
+        db_path = run_demo(db_path=args.db, requests=args.requests, concurrency=args.concurrency)
     except DemoError as err:
         raise UsageError(str(err)) from None
+    for title, argv in result_commands(db_path):
+        print(f"\n{title}", flush=True)
+        main(argv)
+    print(f"\nExplore further: funcsight functions --db {db_path} --version 1.1")
+    print(f"                 funcsight errors --db {db_path}")
+    return 0
 
 
 def _errors(count: int, by_type: dict) -> str:

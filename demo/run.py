@@ -37,8 +37,8 @@ DEFAULT_DB = "funcsight-demo.db"
 INSTANCE_PREFIX = "funcsight-demo-"  # the demo's processes' service.instance.id: marks a store as the demo's
 
 
-def run_demo(db_path: str | None = None, requests: int = 300, concurrency: int = 4, out=None) -> int:
-    """Fill a store the demo owns: ``db_path`` when given (an existing file only if an earlier demo
+def run_demo(db_path: str | None = None, requests: int = 300, concurrency: int = 4, out=None) -> str:
+    """Fill a store the demo owns and return its path: ``db_path`` when given (an existing file only if an earlier demo
     made it), else ./funcsight-demo.db (or the next free funcsight-demo-N.db when that file is not
     the demo's). It never touches any other store."""
     out = out or sys.stdout
@@ -57,8 +57,7 @@ def run_demo(db_path: str | None = None, requests: int = 300, concurrency: int =
             app_dir = os.path.join(workdir, f"shop-{version}")
             _write_app(app_dir, files)
             _run_release(app_dir, version, db_path, requests, concurrency, out)
-    _print_results(db_path, out)
-    return 0
+    return db_path
 
 
 def _demo_store(db_path: str | None) -> str:
@@ -218,15 +217,12 @@ def _progress(out, version: str, done: int, total: int, interactive: bool) -> No
         print(bar, file=out)
 
 
-def _print_results(db_path: str, out) -> None:
-    from funcsight.cli.main import main as cli
-
-    for title, argv in (
+def result_commands(db_path: str) -> list[tuple[str, list[str]]]:
+    """What to show once the demo ran: (title, ``funcsight`` arguments); the CLI runs them."""
+    return [
         ("Routes", ["routes", "--db", db_path]),
-        ("What changed from 1.0 to 1.1 (ranked by impact on route latency)", ["diff", "--db", db_path, "--baseline", "1.0", "--candidate", "1.1"]),
-        ("Why /checkout/<int:user> got slower", ["explain", "--db", db_path, "--route", "/checkout/<int:user>", "--baseline", "1.0", "--candidate", "1.1", "--limit", "6"]),
-    ):
-        print(f"\n{title}", file=out)
-        out.flush()
-        cli(argv)
-    print(f"\nExplore further: funcsight functions --db {db_path} --version 1.1 | funcsight errors --db {db_path}", file=out)
+        ("What changed from 1.0 to 1.1 (ranked by impact on route latency)",
+         ["diff", "--db", db_path, "--baseline", "1.0", "--candidate", "1.1"]),
+        ("Why /checkout/<int:user> got slower",
+         ["explain", "--db", db_path, "--route", "/checkout/<int:user>", "--baseline", "1.0", "--candidate", "1.1", "--limit", "6"]),
+    ]

@@ -11,10 +11,8 @@ EXCEPTION_TYPE = "exception.type"
 SERVICE_NAME = "service.name"
 SERVICE_VERSION = "service.version"
 SERVICE_INSTANCE_ID = "service.instance.id"
-VCS_REVISION = "vcs.ref.head.revision"
 
 # funcsight's own attributes.
-ENTRY_KIND = "funcsight.entry.kind"  # "http" for HTTP routes, "task" for queue/task consumers
 FUNCTION_KIND = "funcsight.function.kind"  # "function" (sensed code) or "span" (another span)
 BUCKET_LE = "le"  # upper bound of a duration bucket, seconds, as Prometheus spells it
 

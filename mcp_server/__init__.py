@@ -1,7 +1,7 @@
 """The MCP server: funcsight's runtime evidence for AI agents.
 
 ``funcsight mcp [--db PATH] [--transport stdio|http] [--port N]`` serves the store over the Model
-Context Protocol with the official ``mcp`` SDK (``pip install 'funcsight[mcp]'``). Tools (names
+Context Protocol with the official ``mcp`` SDK (``pip install '/path/to/funcsight[mcp]'`` from a checkout). Tools (names
 fixed: agents are configured against them), each read-only, with typed parameters, an output
 schema (units in the field names) and a text summary:
 

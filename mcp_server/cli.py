@@ -81,7 +81,9 @@ def run(args: argparse.Namespace) -> int:
 
         from funcsight.mcp_server.server import build_server
     except ImportError as err:
-        return _fail(f"`funcsight mcp` needs the MCP SDK ({err.name or err} is missing): pip install 'funcsight[mcp]'")
+        from funcsight.install import install_hint
+
+        return _fail(f"`funcsight mcp` needs the MCP SDK ({err.name or err} is missing): {install_hint('mcp')}")
 
     source = getattr(args, "source", None) or None
     if source is not None:

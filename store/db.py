@@ -62,7 +62,10 @@ def _retry_while_locked(statement, attempts: int = 100, pause_s: float = 0.05):
 def open_for_reading(path: str) -> sqlite3.Connection:
     """Open an existing store read-only; raises :class:`StoreError` when it cannot be read."""
     if not os.path.exists(path):
-        raise StoreError(f"no store at {path}: run an app under funcsight first (see `funcsight demo`) or pass --db")
+        raise StoreError(
+            f"no store at {path} yet: a running app writes its first window about 1 s after its first request "
+            "(its start-up line 'funcsight: sensing ... data: store ...' names the file); try `funcsight demo`, or pass --db"
+        )
     if os.path.isdir(path):
         raise StoreError(f"{path} is a directory, not a store file: pass --db with the store file")
     if not os.access(path, os.R_OK):

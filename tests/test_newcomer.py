@@ -300,7 +300,7 @@ def test_module_imported_before_the_start_is_sensed(impl, tmp_path, monkeypatch)
     import importlib
 
     from funcsight.instrumentation import csensor
-    from funcsight.instrumentation._pysensor import Sink
+    from funcsight.instrumentation.calls import stack_sample
     from funcsight.instrumentation.registry import FunctionRegistry
     from funcsight.instrumentation.sensor import make_sensor
 
@@ -312,8 +312,9 @@ def test_module_imported_before_the_start_is_sensed(impl, tmp_path, monkeypatch)
     importlib.invalidate_caches()
     module = importlib.import_module(name)  # before any sensor runs
     config = Config(include=(name,), implementation=impl)
-    registry, sink = FunctionRegistry(), Sink()
-    sensor = make_sensor(config, registry, CodeSelector(config), sink)
+    registry = FunctionRegistry()
+    sensor = make_sensor(config, registry, CodeSelector(config), stack_sample)
+    sink = sensor.sink
     sensor.start()
     try:
         for i in range(3):
