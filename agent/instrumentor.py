@@ -102,7 +102,7 @@ def _start(**kwargs: Any) -> Running:
     if version_source != SOURCE_RESOURCE and resource.get(names.SERVICE_VERSION) and not own_tracer:
         version, version_source = str(resource[names.SERVICE_VERSION]), SOURCE_RESOURCE
 
-    windows = make_windows(config.max_series, config.max_routes, config.implementation)
+    windows = make_windows(config.max_series, config.max_routes, config.implementation, sensor.paths, config.max_paths)
     processor = RollupSpanProcessor(windows, registry, sensor, config.spans_per_trace, config.implementation)
     consumers = []
     writer = bridge = spans = None

@@ -54,6 +54,16 @@ as dropped."""
 FUNCSIGHT_MAX_ROUTES = "FUNCSIGHT_MAX_ROUTES"
 """Cap on distinct routes. Default 500; beyond it requests count under ``(overflow)``."""
 
+FUNCSIGHT_MAX_PATHS = "FUNCSIGHT_MAX_PATHS"
+"""Cap on call-tree nodes (a function at a path) per route per window. Default 1000; beyond it a
+new node's calls are folded into an ``(other paths)`` node under its deepest kept caller and
+counted as dropped (``funcsight.dropped{reason=path_cap}``). Function figures stay exact."""
+
+FUNCSIGHT_MAX_PATH_DEPTH = "FUNCSIGHT_MAX_PATH_DEPTH"
+"""Depth of the call tree kept. Default 64; calls deeper are counted at one ``(other paths)``
+node under the deepest kept one (recursion never deepens the tree: a function already on the
+path is counted at that ancestor's node)."""
+
 FUNCSIGHT_IMPLEMENTATION = "FUNCSIGHT_IMPLEMENTATION"
 """``auto`` (default: the C sensor when built, else pure Python), ``c`` or ``python``."""
 
@@ -123,6 +133,8 @@ class Config:
     max_series: int = 20_000
     max_functions: int = 20_000
     max_routes: int = 500
+    max_paths: int = 1_000
+    max_path_depth: int = 64
     implementation: str = "auto"
     capture_messages: bool = False
     redact: str | None = None
@@ -163,6 +175,14 @@ class Config:
             FUNCSIGHT_MAX_ROUTES: (
                 "max_routes",
                 lambda raw: _number(FUNCSIGHT_MAX_ROUTES, raw, int, 1, 1_000_000),
+            ),
+            FUNCSIGHT_MAX_PATHS: (
+                "max_paths",
+                lambda raw: _number(FUNCSIGHT_MAX_PATHS, raw, int, 1, 1_000_000),
+            ),
+            FUNCSIGHT_MAX_PATH_DEPTH: (
+                "max_path_depth",
+                lambda raw: _number(FUNCSIGHT_MAX_PATH_DEPTH, raw, int, 1, 1_000),
             ),
             FUNCSIGHT_IMPLEMENTATION: (
                 "implementation",

@@ -36,7 +36,7 @@
  *
  * Layout: the parts live in the csensor/ folder and are #included below, in dependency order, into this
  * ONE compilation unit on purpose. The hot path crosses them on every event (on_start -> now_ns,
- * stack_of, stack_push; final exit -> finish -> record -> table_count -> fs_bucket_of, hist_add):
+ * stack_of, stack_push; paths_node; final exit -> finish -> record -> table_count -> fs_bucket_of, hist_add):
  * as one unit the compiler inlines those static functions into the callbacks, and compiled
  * separately it could not (without LTO), adding calls and spills to each sensed call
  * (bench/instructions.py would show it). So the parts are not headers for other units: each relies
@@ -46,6 +46,7 @@
  *   csensor/util.h         includes, HAS_MONITORING, LIKELY/UNLIKELY, function kinds
  *   csensor/clock.h        now_ns(): CLOCK_MONOTONIC, or the TSC mapped onto it
  *   funcsight/histogram.h  fs_bucket_of(), N_BUCKETS (shared with processors/_crollup.c)
+ *   csensor/paths.h        the call tree's nodes: (parent, function) -> node, and its Python type
  *   csensor/tables.h       call tables: counting (the hot path)
  *   csensor/table_type.h   call tables: the Python type
  *   csensor/stack.h        in-flight invocations, per-thread stacks, Invocation tokens
@@ -58,6 +59,7 @@
 #include "csensor/util.h"
 #include "csensor/clock.h"
 #include "funcsight/histogram.h"
+#include "csensor/paths.h"
 #include "csensor/tables.h"
 #include "csensor/table_type.h"
 #include "csensor/stack.h"
@@ -177,7 +179,8 @@ PyInit__csensor(void)
     if (!tsc_usable && (tsc_usable = tsc_platform_ok()))
         tsc_calibrate();
 #endif
-    if (PyType_Ready(&CallTableType) < 0 || PyType_Ready(&InvocationType) < 0 || PyType_Ready(&CoreType) < 0)
+    if (PyType_Ready(&CallTableType) < 0 || PyType_Ready(&InvocationType) < 0 || PyType_Ready(&CoreType) < 0 ||
+        PyType_Ready(&PathRegistryType) < 0)
         return NULL;
     str_name = PyUnicode_InternFromString("__name__");
     str_empty = PyUnicode_InternFromString("");
@@ -210,6 +213,7 @@ PyInit__csensor(void)
     if (PyModule_AddObjectRef(m, "CallTable", (PyObject *)&CallTableType) < 0 ||
         PyModule_AddObjectRef(m, "Invocation", (PyObject *)&InvocationType) < 0 ||
         PyModule_AddObjectRef(m, "Core", (PyObject *)&CoreType) < 0 ||
+        PyModule_AddObjectRef(m, "PathRegistry", (PyObject *)&PathRegistryType) < 0 ||
         PyModule_AddIntConstant(m, "HAS_MONITORING", HAS_MONITORING) < 0 ||
         PyModule_AddIntConstant(m, "PLAIN", PLAIN) < 0 || PyModule_AddIntConstant(m, "GENERATOR", GENERATOR) < 0 ||
         PyModule_AddIntConstant(m, "COROUTINE", COROUTINE) < 0) {

@@ -9,7 +9,8 @@ Two front ends feed one core:
   :meth:`PythonSensor.enter` / ``leave`` / ``suspend`` / ``resume``.
 
 Per thread, a stack of in-flight invocations ``[fid, start, child_ns, segment_start, active_ns,
-parked_key]``. A generator or coroutine that suspends is taken off the stack and parked; it goes
+parked_key, node]``, ``node`` being its place in the call tree (:mod:`funcsight.instrumentation.paths`:
+under the node of the invocation below it). A generator or coroutine that suspends is taken off the stack and parked; it goes
 back on when resumed, so one invocation is first entry to final exit. Self time is duration minus
 the time credited by sensed direct callees: a plain call credits its duration, a generator its
 active segments (its consumer runs between them), a coroutine its whole duration (its awaiter waits).
@@ -26,6 +27,7 @@ from time import perf_counter_ns
 from types import CodeType
 
 from funcsight.instrumentation.calls import CallTable, current_request, stack_sample
+from funcsight.instrumentation.paths import ROOT, PathRegistry
 from funcsight.instrumentation.registry import (
     CO_ASYNC_GENERATOR,
     CO_COROUTINE,
@@ -88,9 +90,10 @@ class PythonSensor:
     implementation = "python"
 
     def __init__(self, registry: FunctionRegistry, selector: CodeSelector, slow_ns: int = 50_000_000,
-                 sample_error=stack_sample):
+                 sample_error=stack_sample, paths=None):
         self.registry = registry
         self.selector = selector
+        self.paths = paths if paths is not None else self._make_paths()
         self.sink = self._make_sink(int(slow_ns), sample_error)
         self.kinds: list[int] = []  # by function id
         self._ids: dict[int, int] = {}  # id(code) -> function id, sensed code only
@@ -105,6 +108,9 @@ class PythonSensor:
 
     def _make_sink(self, slow_ns: int, sample_error) -> Sink:
         return Sink(CallTable, slow_ns, sample_error)
+
+    def _make_paths(self):
+        return PathRegistry()
 
     # ----------------------------------------------------------------- classification (cold path)
     def classify(self, code: CodeType, module: str) -> int:
@@ -130,6 +136,7 @@ class PythonSensor:
         """Register a function (also used by the 3.11 import-time rewriter); -1 past the cap."""
         fid = self.registry.register(info)
         if fid >= 0:
+            self.paths.ensure(fid)
             while len(self.kinds) <= fid:
                 self.kinds.append(PLAIN)
             self.kinds[fid] = kind
@@ -148,6 +155,8 @@ class PythonSensor:
         getframe = sys._getframe
         deferred = self._deferred
         start_offsets = self._start_offsets
+        last_edge = self.paths.last  # by fid: (parent node, node) of its last call; grown in place
+        child = self.paths.child
 
         def stack_of():
             try:
@@ -156,7 +165,7 @@ class PythonSensor:
                 tls.stack = stack = []
                 return stack
 
-        def record(fid, start, end, duration, self_ns, exc, table=None):
+        def record(fid, node, start, end, duration, self_ns, exc, table=None):
             if table is None:
                 table = get_request()
             if table is None or not table.open:  # also a request that ended before a deferred exit
@@ -167,9 +176,17 @@ class PythonSensor:
                 errors = table.errors
                 key = (fid, type(exc))
                 sample = sink.sample_error(exc) if key not in errors else None
-            stats = table.stats.get(fid)
-            if stats is None:
-                stats = table.stats[fid] = [0, 0, 0, 0, {}]
+            at = table.paths.get(node)
+            if at is None:
+                stats = table.stats.get(fid)
+                if stats is None:
+                    stats = table.stats[fid] = [0, 0, 0, 0, {}]
+                at = table.paths[node] = [0, 0, 0, 0, stats]
+            else:
+                stats = at[4]
+            at[0] += 1
+            at[2] += duration
+            at[3] += self_ns
             stats[0] += 1
             stats[2] += duration
             stats[3] += self_ns
@@ -181,6 +198,9 @@ class PythonSensor:
             hist[bucket] = hist.get(bucket, 0) + 1
             if exc is not None:
                 stats[1] += 1
+                at[1] += 1
+                path_key = (node, key[1])
+                table.path_errors[path_key] = table.path_errors.get(path_key, 0) + 1
                 count = errors.get(key)
                 if count is None:
                     errors[key] = 1
@@ -205,7 +225,7 @@ class PythonSensor:
             else:
                 credit = now - entry[3]
                 self_ns = entry[4] + credit - entry[2]
-            record(fid, start, now, duration, self_ns if self_ns > 0 else 0, exc, table)
+            record(fid, entry[6], start, now, duration, self_ns if self_ns > 0 else 0, exc, table)
             if caller is not None:
                 caller[2] += credit
                 if exc is not None:
@@ -229,11 +249,20 @@ class PythonSensor:
         # entered (enter() was, at the same depth) but finish() may not be; its exit is deferred.
         def enter(fid):
             now = clock()
-            entry = [fid, now, 0, now, 0, None]
             try:
                 stack = tls.stack
             except AttributeError:
                 stack = tls.stack = []
+            parent = stack[-1][6] if stack else ROOT
+            edge = last_edge[fid]
+            if edge[0] == parent:
+                node = edge[1]
+            else:  # a new edge: the one Python-level call, before anything changed
+                try:
+                    node = child(parent, fid)
+                except RecursionError:  # at the application's limit: counted at the parent's node
+                    node = parent
+            entry = [fid, now, 0, now, 0, None, node]
             stack.append(entry)
             return entry
 
@@ -303,7 +332,17 @@ class PythonSensor:
                 stack = tls.stack
             except AttributeError:
                 stack = tls.stack = []
-            stack.append([fid, now, 0, now, 0, None])
+            # node_of inlined: no Python-level call here (see above) unless the edge is new.
+            parent = stack[-1][6] if stack else ROOT
+            edge = last_edge[fid]
+            if edge[0] == parent:
+                node = edge[1]
+            else:
+                try:
+                    node = child(parent, fid)
+                except RecursionError:
+                    node = parent
+            stack.append([fid, now, 0, now, 0, None, node])
 
         # The two final exits, PY_RETURN and PY_UNWIND, share their body written out twice: at the
         # recursion limit the callback itself still runs but any Python-level call inside it raises
@@ -392,8 +431,14 @@ class PythonSensor:
             if deferred:
                 finish_deferred()
 
+        def current_node():
+            """The path node of the innermost sensed call in flight on this thread (0: none)."""
+            stack = getattr(tls, "stack", None)
+            return stack[-1][6] if stack else ROOT
+
         self.enter, self.leave, self.suspend, self.resume = enter, leave, suspend, resume
         self.sweep_parked = sweep_parked
+        self.current_node = current_node
         self._callbacks = {
             "PY_START": on_start,
             "PY_RETURN": on_return,

@@ -18,10 +18,14 @@ CALLS, ERRORS, TOTAL_NS, SELF_NS, HIST = range(5)
 
 
 class CallTable:
-    __slots__ = ("stats", "errors", "samples", "open", "spans", "span_budget", "trace_id", "root")
+    __slots__ = ("stats", "errors", "samples", "paths", "path_errors", "open", "spans", "span_budget", "trace_id", "root")
 
     def __init__(self, span_budget: int = 0, trace_id: int = 0, root=None):
         self.stats: dict[int, list] = {}
+        # Per path node (funcsight.instrumentation.paths): [calls, errors, total_ns, self_ns, the
+        # function's stats list in this table (None in a window's table)]; errors by (node, type).
+        self.paths: dict[int, list] = {}
+        self.path_errors: dict[tuple[int, type], int] = {}
         self.errors: dict[tuple[int, type], int] = {}
         # Per (function id, type), the stack of the first exception (see stack_sample).
         self.samples: dict[tuple[int, type], tuple] = {}
@@ -32,11 +36,22 @@ class CallTable:
         self.trace_id = trace_id
         self.root = root
 
-    def add_call(self, fid: int, duration_ns: int, self_ns: int, exc_type: type | None = None) -> None:
-        """Record one call from outside the sensor (a span of another instrumentation)."""
+    def add_call(self, fid: int, duration_ns: int, self_ns: int, exc_type: type | None = None, node: int = -1) -> None:
+        """Record one call from outside the sensor (a span of another instrumentation), at path
+        node ``node`` (a node of ``fid``; -1: none, the call is in the function's figures only)."""
         stats = self.stats.get(fid)
         if stats is None:
             stats = self.stats[fid] = new_stats()
+        if node >= 0:
+            at = self.paths.get(node)
+            if at is None:
+                at = self.paths[node] = [0, 0, 0, 0, stats]
+            at[0] += 1
+            at[2] += duration_ns
+            at[3] += self_ns
+            if exc_type is not None:
+                at[1] += 1
+                self.path_errors[(node, exc_type)] = self.path_errors.get((node, exc_type), 0) + 1
         stats[CALLS] += 1
         stats[TOTAL_NS] += duration_ns
         stats[SELF_NS] += self_ns
@@ -72,6 +87,46 @@ class CallTable:
                         created += 1
             merge_stats(into, stats)
         return created, overflowed
+
+    def absorb_paths(self, src: CallTable, registry, room: int) -> tuple[int, int]:
+        """Add ``src``'s path nodes into this table (a window's table for one route), creating at
+        most ``room`` new nodes; a further new node is folded into the "(other paths)" child of its
+        deepest ancestor this table keeps (the root at worst). Returns ``(created, folded)``."""
+        if src is self:
+            raise ValueError("a table cannot absorb itself")
+        created = folded = 0
+        mine = self.paths
+        landed = {}
+        for node, counts in src.paths.items():
+            into = mine.get(node)
+            target = node
+            if into is None:
+                if room > 0:
+                    room -= 1
+                    created += 1
+                else:
+                    folded += 1
+                    kept = registry.parent_of(node)
+                    while kept != 0 and kept not in mine:
+                        kept = registry.parent_of(kept)
+                    target = registry.other_of(kept)
+                    into = mine.get(target)
+                if into is None:
+                    into = mine[target] = [0, 0, 0, 0, None]
+            into[0] += counts[0]
+            into[1] += counts[1]
+            into[2] += counts[2]
+            into[3] += counts[3]
+            landed[node] = target
+        errors = self.path_errors
+        for (node, exc_type), count in src.path_errors.items():
+            key = (landed.get(node, node), exc_type)
+            errors[key] = errors.get(key, 0) + count
+        return created, folded
+
+    @property
+    def path_count(self) -> int:
+        return len(self.paths)
 
     @property
     def has_errors(self) -> bool:

@@ -45,21 +45,23 @@ def available() -> bool:
 
 
 CallTable = _csensor.CallTable if _csensor is not None else None
+PathRegistry = _csensor.PathRegistry if _csensor is not None else None
 
 
 class CSensor(PythonSensor):
     implementation = "c"
 
     def __init__(self, registry: FunctionRegistry, selector: CodeSelector, slow_ns: int = 50_000_000,
-                 sample_error=stack_sample):
+                 sample_error=stack_sample, paths=None):
         if _csensor is None:
             raise ImportError(UNAVAILABLE)
         # Before PythonSensor.__init__: it sets internal_errors (a property over the core here)
         # and makes the sink over this core.
-        self._core = _csensor.Core(self.classify, current_request, int(slow_ns))
+        paths = paths if paths is not None else _csensor.PathRegistry()
+        self._core = _csensor.Core(self.classify, current_request, int(slow_ns), paths)
         self._local_events = 0  # sys.monitoring events switched on per sensed code object
         self._instrumented: dict = {}  # id(code) -> weak reference, for code with those events on
-        super().__init__(registry, selector, slow_ns, sample_error)
+        super().__init__(registry, selector, slow_ns, sample_error, paths)
         _csensor.set_stack_sampler(sample_error)
 
     def _make_sink(self, slow_ns: int, sample_error) -> Sink:
@@ -91,6 +93,7 @@ class CSensor(PythonSensor):
         core = self._core
         self.enter, self.leave, self.suspend, self.resume = core.enter, core.leave, core.suspend, core.resume
         self.sweep_parked = core.sweep_parked
+        self.current_node = core.current_node
         if _csensor.HAS_MONITORING:
             self._callbacks = {
                 "PY_START": core.on_start,
@@ -187,4 +190,4 @@ class CSink(Sink):
         self._core.slow_ns = int(value)
 
 
-__all__ = ["CSensor", "CSink", "CallTable", "UNAVAILABLE", "available"]
+__all__ = ["CSensor", "CSink", "CallTable", "PathRegistry", "UNAVAILABLE", "available"]

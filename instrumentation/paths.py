@@ -28,11 +28,12 @@ import threading
 
 ROOT = 0
 OTHER = -1  # the function id of an "(other paths)" node
+MAX_NODES = 100_000  # per process: at 10 bytes a node (C) the registry stays under 1 MB plus its edge map
 _NO_FUNCTION = -2  # the root's
 
 
 class PathRegistry:
-    def __init__(self, max_nodes: int = 50_000, max_depth: int = 64):
+    def __init__(self, max_nodes: int = MAX_NODES, max_depth: int = 64):
         self.max_nodes = max_nodes
         self.max_depth = max_depth
         self.parent: list[int] = [ROOT]
@@ -95,6 +96,20 @@ class PathRegistry:
         self.fid.append(fid)
         self.depth.append(self.depth[parent] + 1)
         return len(self.parent) - 1
+
+    def parent_of(self, node: int) -> int:
+        return self.parent[node]
+
+    def fid_of(self, node: int) -> int:
+        """The node's function id (``OTHER`` for an "(other paths)" node, -2 for the root)."""
+        return self.fid[node]
+
+    def other_of(self, node: int) -> int:
+        """The "(other paths)" child of ``node`` (``node`` itself when it is one)."""
+        if self.fid[node] == OTHER:
+            return node
+        with self._lock:
+            return self._other(node)
 
     def path_of(self, node: int) -> tuple[int, ...]:
         """The function ids from the root's child down to ``node`` (``OTHER`` for such a node)."""

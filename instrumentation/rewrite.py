@@ -176,8 +176,9 @@ class _AsyncContext:
 
 
 def _make_hooks(core: PythonSensor) -> tuple[Callable, ...]:
-    """The hooks of one core. A coroutine entry may carry a 7th item: the entry of the coroutine
-    that awaits it, credited (instead of what is below on the stack) when it suspends or ends."""
+    """The hooks of one core. A coroutine entry may carry an 8th item: the entry of the coroutine
+    that awaits it, credited (instead of what is below on the stack) when it suspends or ends; its
+    path node (7th item) is then under the awaiter's."""
     enter, leave, suspend, resume = core.enter, core.leave, core.suspend, core.resume
     tls = core._tls
     pending = threading.local()  # .value: (coroutine being awaited, entry of its awaiter) or None
@@ -194,7 +195,7 @@ def _make_hooks(core: PythonSensor) -> tuple[Callable, ...]:
         stack = stack_of()
         if not stack or stack[-1] is not entry:
             return op(entry, *args)
-        awaiter = entry[6]
+        awaiter = entry[7]
         stack[-1] = awaiter
         stack.append(entry)
         try:
@@ -207,7 +208,9 @@ def _make_hooks(core: PythonSensor) -> tuple[Callable, ...]:
         entry = enter(fid)
         awaited = getattr(pending, "value", None)
         if awaited is not None and awaited[0].cr_running:  # we run inside what our awaiter awaits
-            entry.append(awaited[1])
+            awaiter = awaited[1]
+            entry[6] = core.paths.child(awaiter[6], fid)
+            entry.append(awaiter)
         return entry
 
     def unwind(entry: list, exc: BaseException | None = None) -> None:
@@ -215,7 +218,7 @@ def _make_hooks(core: PythonSensor) -> tuple[Callable, ...]:
             stack = stack_of()
             if (not stack or stack[-1] is not entry) and not any(e is entry for e in stack):
                 resume(entry)  # thrown into while suspended: back on the stack to leave
-            if len(entry) > 6:
+            if len(entry) > 7:
                 via_awaiter(leave, entry, exc)
             else:
                 leave(entry, exc)
@@ -228,7 +231,7 @@ def _make_hooks(core: PythonSensor) -> tuple[Callable, ...]:
 
     def await_(entry: list, awaitable: Any) -> Any:
         try:
-            if len(entry) > 6:
+            if len(entry) > 7:
                 via_awaiter(suspend, entry)
             else:
                 suspend(entry)

@@ -20,6 +20,8 @@ from funcsight.config import Config
 from funcsight.instrumentation import csensor
 from funcsight.instrumentation._pysensor import PythonSensor
 from funcsight.instrumentation.calls import stack_sample
+from funcsight.instrumentation.paths import MAX_NODES as MAX_PATH_NODES
+from funcsight.instrumentation.paths import PathRegistry
 from funcsight.instrumentation.registry import FunctionRegistry
 from funcsight.instrumentation.selection import CodeSelector
 
@@ -36,6 +38,8 @@ class RewritingSensor:
 
         self.core = core
         self.sink = core.sink
+        self.paths = core.paths
+        self.current_node = core.current_node
         self.sweep_parked = core.sweep_parked
         self.rewriter = ImportRewriter(core, selector)  # takes a C core's own hooks (rewrite_hooks)
 
@@ -55,7 +59,7 @@ class RewritingSensor:
 
 
 def make_core(choice: str, registry: FunctionRegistry, selector: CodeSelector, slow_ns: int = 50_000_000,
-              sample_error=stack_sample) -> PythonSensor:
+              sample_error=stack_sample, max_path_depth: int = 64) -> PythonSensor:
     """The C core unless ``choice`` is ``python`` or the extension cannot be used. The core makes
     the sink it feeds (``core.sink``), with its own table type."""
     global _fallback_reported
@@ -63,18 +67,20 @@ def make_core(choice: str, registry: FunctionRegistry, selector: CodeSelector, s
         reason, log = csensor.UNAVAILABLE, _log.warning if choice == "c" else _log.info
         if csensor.available():
             try:
-                return csensor.CSensor(registry, selector, slow_ns, sample_error)
+                paths = csensor.PathRegistry(MAX_PATH_NODES, max_path_depth)
+                return csensor.CSensor(registry, selector, slow_ns, sample_error, paths)
             except Exception as err:  # e.g. no pthread key left: something is wrong, say so
                 reason, log = f"the C sensor could not start ({err})", _log.warning
         if not _fallback_reported:
             _fallback_reported = True
             log("funcsight: using the Python sensor: %s", reason)
-    return PythonSensor(registry, selector, slow_ns, sample_error)
+    return PythonSensor(registry, selector, slow_ns, sample_error, PathRegistry(MAX_PATH_NODES, max_path_depth))
 
 
 def make_sensor(config: Config, registry: FunctionRegistry, selector: CodeSelector, sample_error=stack_sample):
     """The sensor ``config`` asks for; ``sensor.sink`` is where its calls go."""
-    core = make_core(config.implementation, registry, selector, int(config.slow_call_ms * 1_000_000), sample_error)
+    core = make_core(config.implementation, registry, selector, int(config.slow_call_ms * 1_000_000), sample_error,
+                     config.max_path_depth)
     if HAS_MONITORING:
         return core
     return RewritingSensor(core, selector)

@@ -13,7 +13,7 @@
 #include <pythread.h>
 #include <structmember.h>
 
-static PyObject *s_absorb, *s_has_errors, *s_series;
+static PyObject *s_absorb, *s_absorb_paths, *s_has_errors, *s_series, *s_path_count;
 static PyObject *time_time; /* time.time */
 
 typedef struct {
@@ -24,11 +24,13 @@ typedef struct {
     PyObject *merge_errors;     /* windows.merge_errors(errors, samples, route, table) */
     PyObject *overflow_route;   /* names.OVERFLOW_ROUTE */
     PyObject *background_route; /* names.BACKGROUND_ROUTE */
+    PyObject *paths;            /* the sensor's PathRegistry, or None: no call tree kept */
+    Py_ssize_t max_paths;       /* path nodes per route */
     /* the open window */
     PyObject *start;            /* float, epoch seconds */
     PyObject *tables;           /* dict: table type -> {route -> call table of that route} */
     PyObject *errors, *routes, *samples;
-    Py_ssize_t series, overflow_series, overflow_routes;
+    Py_ssize_t series, overflow_series, overflow_routes, overflow_paths;
 } Windows;
 
 
@@ -106,6 +108,31 @@ windows_merge(Windows *w, PyObject *route, PyObject *table)
         goto done;
     w->series += created;
     w->overflow_series += overflowed;
+    if (w->paths != Py_None) {
+        /* The request's path nodes, within the route's FUNCSIGHT_MAX_PATHS (paths.h folds the rest). */
+        PyObject *count = PyObject_GetAttr(into, s_path_count);
+        Py_ssize_t held = count ? PyLong_AsSsize_t(count) : -1;
+        Py_XDECREF(count);
+        if (held == -1 && PyErr_Occurred())
+            goto done;
+        PyObject *path_room = PyLong_FromSsize_t(w->max_paths > held ? w->max_paths - held : 0);
+        if (path_room == NULL)
+            goto done;
+        PyObject *path_args[4] = {into, table, w->paths, path_room};
+        PyObject *result = PyObject_VectorcallMethod(s_absorb_paths, path_args, 4 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        Py_DECREF(path_room);
+        if (result == NULL)
+            goto done;
+        Py_ssize_t folded = PyTuple_Check(result) && PyTuple_GET_SIZE(result) == 2
+                                ? PyLong_AsSsize_t(PyTuple_GET_ITEM(result, 1)) : -1;
+        Py_DECREF(result);
+        if (folded < 0) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "absorb_paths() must return (created, folded)");
+            goto done;
+        }
+        w->overflow_paths += folded;
+    }
     if ((has_errors = PyObject_GetAttr(table, s_has_errors)) == NULL)
         goto done;
     int failed = PyObject_IsTrue(has_errors);
@@ -229,21 +256,23 @@ windows_drain(Windows *w, PyObject *Py_UNUSED(ignored))
     windows_lock(w);
     PyObject *old[5] = {w->start, w->tables, w->errors, w->routes, w->samples};
     Py_ssize_t overflow_series = w->overflow_series, overflow_routes = w->overflow_routes;
+    Py_ssize_t overflow_paths = w->overflow_paths;
     w->start = Py_NewRef(start); /* the new window starts when the old one ends */
     w->tables = tables;
     w->errors = errors;
     w->routes = routes;
     w->samples = samples;
-    w->series = w->overflow_series = w->overflow_routes = 0;
+    w->series = w->overflow_series = w->overflow_routes = w->overflow_paths = 0;
     PyThread_release_lock(w->lock);
-    PyObject *counts[2] = {PyLong_FromSsize_t(overflow_series), PyLong_FromSsize_t(overflow_routes)};
+    PyObject *counts[3] = {PyLong_FromSsize_t(overflow_series), PyLong_FromSsize_t(overflow_routes),
+                           PyLong_FromSsize_t(overflow_paths)};
     PyObject *window = NULL;
-    if (counts[0] && counts[1]) {
-        PyObject *args[8] = {old[0], start, old[1], old[2], old[3], old[4], counts[0], counts[1]};
-        window = PyObject_Vectorcall(w->close, args, 8, NULL);
+    if (counts[0] && counts[1] && counts[2]) {
+        PyObject *args[10] = {old[0], start, old[1], old[2], old[3], old[4], counts[0], counts[1], counts[2], w->paths};
+        window = PyObject_Vectorcall(w->close, args, 10, NULL);
     }
-    Py_XDECREF(counts[0]);
-    Py_XDECREF(counts[1]);
+    for (int i = 0; i < 3; i++)
+        Py_XDECREF(counts[i]);
     Py_DECREF(start);
     for (int i = 0; i < 5; i++)
         Py_DECREF(old[i]);
@@ -269,7 +298,7 @@ windows_reset(Windows *w, PyObject *Py_UNUSED(ignored))
     Py_SETREF(w->errors, errors);
     Py_SETREF(w->routes, routes);
     Py_SETREF(w->samples, samples);
-    w->series = w->overflow_series = w->overflow_routes = 0;
+    w->series = w->overflow_series = w->overflow_routes = w->overflow_paths = 0;
     Py_RETURN_NONE;
 }
 
@@ -282,9 +311,9 @@ windows_open_counts(Windows *w, PyObject *Py_UNUSED(ignored))
     Py_ssize_t pos = 0;
     while (PyDict_Next(w->routes, &pos, &route, &stats))
         requests += PyLong_AsLongLong(PyList_GET_ITEM(stats, 0));
-    PyObject *counts = Py_BuildValue("{s:n,s:n,s:L,s:n,s:n}", "routes", PyDict_GET_SIZE(w->routes), "series",
+    PyObject *counts = Py_BuildValue("{s:n,s:n,s:L,s:n,s:n,s:n}", "routes", PyDict_GET_SIZE(w->routes), "series",
                                      w->series, "requests", requests, "overflow_routes", w->overflow_routes,
-                                     "overflow_series", w->overflow_series);
+                                     "overflow_series", w->overflow_series, "overflow_paths", w->overflow_paths);
     PyThread_release_lock(w->lock);
     return counts;
 }
@@ -299,11 +328,11 @@ static PyObject *
 windows_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"max_series", "max_routes", "close", "merge_errors", "overflow_route",
-                             "background_route", NULL};
-    Py_ssize_t max_series, max_routes;
-    PyObject *close, *merge_errors, *overflow_route, *background_route;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "nnOOUU:WindowAggregator", kwlist, &max_series, &max_routes, &close,
-                                     &merge_errors, &overflow_route, &background_route))
+                             "background_route", "paths", "max_paths", NULL};
+    Py_ssize_t max_series, max_routes, max_paths = 1000;
+    PyObject *close, *merge_errors, *overflow_route, *background_route, *paths = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "nnOOUU|On:WindowAggregator", kwlist, &max_series, &max_routes, &close,
+                                     &merge_errors, &overflow_route, &background_route, &paths, &max_paths))
         return NULL;
     Windows *w = (Windows *)type->tp_alloc(type, 0);
     if (w == NULL)
@@ -314,6 +343,8 @@ windows_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     w->merge_errors = Py_NewRef(merge_errors);
     w->overflow_route = Py_NewRef(overflow_route);
     w->background_route = Py_NewRef(background_route);
+    w->paths = Py_NewRef(paths);
+    w->max_paths = max_paths;
     if ((w->lock = PyThread_allocate_lock()) == NULL) {
         Py_DECREF(w);
         return PyErr_NoMemory();
@@ -334,6 +365,7 @@ windows_traverse(Windows *w, visitproc visit, void *arg)
     Py_VISIT(w->errors);
     Py_VISIT(w->routes);
     Py_VISIT(w->samples);
+    Py_VISIT(w->paths);
     return 0;
 }
 
@@ -349,6 +381,7 @@ windows_clear(Windows *w)
     Py_CLEAR(w->errors);
     Py_CLEAR(w->routes);
     Py_CLEAR(w->samples);
+    Py_CLEAR(w->paths);
     return 0;
 }
 
@@ -376,6 +409,7 @@ static PyMethodDef windows_methods[] = {
 static PyMemberDef windows_members[] = {
     {"max_series", T_PYSSIZET, offsetof(Windows, max_series), 0, "function x route entries a window holds at most"},
     {"max_routes", T_PYSSIZET, offsetof(Windows, max_routes), 0, "routes a window holds at most"},
+    {"max_paths", T_PYSSIZET, offsetof(Windows, max_paths), 0, "path nodes a route holds at most per window"},
     {NULL},
 };
 
@@ -407,6 +441,10 @@ windows_ready(void)
     if (s_has_errors == NULL && (s_has_errors = PyUnicode_InternFromString("has_errors")) == NULL)
         return -1;
     if (s_series == NULL && (s_series = PyUnicode_InternFromString("series")) == NULL)
+        return -1;
+    if (s_absorb_paths == NULL && (s_absorb_paths = PyUnicode_InternFromString("absorb_paths")) == NULL)
+        return -1;
+    if (s_path_count == NULL && (s_path_count = PyUnicode_InternFromString("path_count")) == NULL)
         return -1;
     if (time_time == NULL) {
         PyObject *time_module = PyImport_ImportModule("time");

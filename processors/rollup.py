@@ -134,6 +134,7 @@ class RollupSpanProcessor(SpanProcessor):
         self.windows = windows
         self.sensor = sensor
         self.sink = sensor.sink
+        self._paths = getattr(sensor, "paths", None)
         self._table_type = self.sink.table_type  # chosen once, when the sensor was made
         self.registry = registry
         self.spans_per_trace = spans_per_trace
@@ -233,7 +234,10 @@ class RollupSpanProcessor(SpanProcessor):
             return
         duration = max(0, (span.end_time or 0) - (span.start_time or 0))
         failed = span.status.status_code is StatusCode.ERROR
-        table.add_call(fid, duration, duration, _span_error_type(span) if failed else None)
+        # In the call tree under the sensed function that made the call (it is still running on
+        # this thread while its client span ends), else at the request's top.
+        node = self._paths.child(self.sensor.current_node(), fid) if self._paths is not None else -1
+        table.add_call(fid, duration, duration, _span_error_type(span) if failed else None, node)
 
     def shutdown(self) -> None:
         self.enabled = False
@@ -273,6 +277,7 @@ class RollupSpanProcessor(SpanProcessor):
             dropped_span_batches=self.dropped_span_batches,
             sensor_errors=getattr(self.sensor, "internal_errors", 0),
             registry_dropped=self.registry.dropped,
+            paths_dropped=self._paths.dropped if self._paths is not None else 0,
         )
 
     def _count(self, counters: Counters) -> None:
@@ -281,6 +286,7 @@ class RollupSpanProcessor(SpanProcessor):
         counters.dropped_span_batches = totals.dropped_span_batches - reported.dropped_span_batches
         counters.sensor_errors = totals.sensor_errors - reported.sensor_errors
         counters.registry_dropped = totals.registry_dropped - reported.registry_dropped
+        counters.paths_dropped = totals.paths_dropped - reported.paths_dropped
         self._reported = totals
 
     def reset_after_fork(self) -> None:

@@ -35,6 +35,8 @@ class Counters:
     dropped_span_batches: int = 0  # requests whose function spans were dropped (queue full)
     sensor_errors: int = 0  # failures inside the sensor (never raised into the application)
     registry_dropped: int = 0  # functions not sensed: FUNCSIGHT_MAX_FUNCTIONS reached
+    overflow_paths: int = 0  # path nodes folded into "(other paths)": FUNCSIGHT_MAX_PATHS reached
+    paths_dropped: int = 0  # call edges folded into "(other paths)": the per-process node cap
 
 
 @dataclass
@@ -54,6 +56,11 @@ class Window:
     errors: dict = field(default_factory=dict)  # (fid, route, exception type name) -> count
     routes: dict = field(default_factory=dict)  # route -> [requests, errors, total_ns, hist]
     samples: dict = field(default_factory=dict)  # (fid, route, exception type name) -> ErrorSample
+    # (route, path) -> [calls, errors, total, self]: ``path`` is the function ids from the route's
+    # entry down to the node (paths.OTHER for an "(other paths)" node); (route, path, exception
+    # type name) -> count.
+    paths: dict = field(default_factory=dict)
+    path_errors: dict = field(default_factory=dict)
     counters: Counters = field(default_factory=Counters)
     slow_calls: list = field(default_factory=list)
     clock_offset_ns: int = 0
@@ -93,10 +100,13 @@ def exception_name(exc_type: type) -> str:
 
 
 def close_window(start: float, end: float, tables: dict, errors: dict, routes: dict, samples: dict,
-                 overflow_series: int, overflow_routes: int) -> Window:
+                 overflow_series: int, overflow_routes: int, overflow_paths: int = 0, registry=None) -> Window:
     """The drained :class:`Window` of an open window's parts (both twins call this, outside their
-    lock): the per-route call tables become the ``(fid, route) -> stats`` map."""
+    lock): the per-route call tables become the ``(fid, route) -> stats`` map, and their path
+    nodes the ``(route, path) -> counts`` map (paths spelled out with ``registry``)."""
     functions: dict = {}
+    paths: dict = {}
+    path_errors: dict = {}
     for by_route in tables.values():
         for route, table in by_route.items():
             for fid, stats in table.stats.items():
@@ -105,7 +115,21 @@ def close_window(start: float, end: float, tables: dict, errors: dict, routes: d
                     functions[(fid, route)] = stats
                 else:  # the same route under two table types (background before the C sensor took over)
                     merge_stats(into, stats)
-    return Window(start, end, functions, errors, routes, samples, Counters(overflow_series, overflow_routes))
+            if registry is None:
+                continue
+            for node, counts in table.paths.items():
+                key = (route, registry.path_of(node))
+                into = paths.get(key)
+                if into is None:
+                    paths[key] = counts[:4]
+                else:
+                    for i in range(4):
+                        into[i] += counts[i]
+            for (node, exc_type), count in table.path_errors.items():
+                key = (route, registry.path_of(node), exception_name(exc_type))
+                path_errors[key] = path_errors.get(key, 0) + count
+    counters = Counters(overflow_series, overflow_routes, overflow_paths=overflow_paths)
+    return Window(start, end, functions, errors, routes, samples, paths, path_errors, counters)
 
 
 def merge_errors(errors: dict, samples: dict, route: str, table: CallTable) -> None:
@@ -133,7 +157,8 @@ def merge_errors(errors: dict, samples: dict, route: str, table: CallTable) -> N
 class _Open:
     """The open window's parts (the C twin keeps the same ones in its struct)."""
 
-    __slots__ = ("start", "tables", "series", "errors", "routes", "samples", "overflow_series", "overflow_routes")
+    __slots__ = ("start", "tables", "series", "errors", "routes", "samples", "overflow_series", "overflow_routes",
+                 "overflow_paths")
 
     def __init__(self, start: float):
         self.start = start
@@ -144,14 +169,17 @@ class _Open:
         self.samples: dict = {}
         self.overflow_series = 0
         self.overflow_routes = 0
+        self.overflow_paths = 0
 
 
 class WindowAggregator:
     """The Python twin of ``_crollup.WindowAggregator``: the open window and the fold into it."""
 
-    def __init__(self, max_series: int = 20_000, max_routes: int = 500):
+    def __init__(self, max_series: int = 20_000, max_routes: int = 500, paths=None, max_paths: int = 1000):
         self.max_series = max_series
         self.max_routes = max_routes
+        self.paths = paths  # the sensor's PathRegistry (None: no call tree kept)
+        self.max_paths = max_paths
         self._lock = threading.Lock()
         self._open = _Open(time.time())
 
@@ -169,6 +197,7 @@ class WindowAggregator:
                 "routes": len(window.routes), "series": window.series,
                 "requests": sum(stats[0] for stats in window.routes.values()),
                 "overflow_routes": window.overflow_routes, "overflow_series": window.overflow_series,
+                "overflow_paths": window.overflow_paths,
             }
 
     def add_request(self, route: str, table: CallTable, duration_ns: int, failed: bool) -> None:
@@ -209,6 +238,9 @@ class WindowAggregator:
         created, overflowed = into.absorb(table, self.max_series - window.series, overflow)
         window.series += created
         window.overflow_series += overflowed
+        if self.paths is not None:
+            _, folded = into.absorb_paths(table, self.paths, max(0, self.max_paths - into.path_count))
+            window.overflow_paths += folded
         if table.has_errors:
             merge_errors(window.errors, window.samples, route, table)
 
@@ -219,7 +251,7 @@ class WindowAggregator:
         with self._lock:
             window, self._open = self._open, _Open(now)
         return close_window(window.start, now, window.tables, window.errors, window.routes, window.samples,
-                            window.overflow_series, window.overflow_routes)
+                            window.overflow_series, window.overflow_routes, window.overflow_paths, self.paths)
 
     def reset(self) -> None:
         """After fork: the child starts from nothing; the parent's calls are the parent's."""
@@ -237,9 +269,12 @@ def c_windows_available() -> bool:
     return _crollup is not None and hasattr(_crollup, "WindowAggregator")
 
 
-def make_windows(max_series: int = 20_000, max_routes: int = 500, implementation: str = "c"):
+def make_windows(max_series: int = 20_000, max_routes: int = 500, implementation: str = "c", paths=None,
+                 max_paths: int = 1000):
     """The C window aggregator unless ``implementation`` is ``python`` or the extension is not
-    built; the rollup processor with the same choice folds into it with a C call."""
+    built; the rollup processor with the same choice folds into it with a C call. ``paths`` is the
+    sensor's path registry (the call tree is kept per route, ``max_paths`` nodes at most)."""
     if implementation != "python" and c_windows_available():
-        return _crollup.WindowAggregator(max_series, max_routes, close_window, merge_errors, OVERFLOW_ROUTE, BACKGROUND_ROUTE)
-    return WindowAggregator(max_series, max_routes)
+        return _crollup.WindowAggregator(max_series, max_routes, close_window, merge_errors, OVERFLOW_ROUTE,
+                                         BACKGROUND_ROUTE, paths, max_paths)
+    return WindowAggregator(max_series, max_routes, paths, max_paths)

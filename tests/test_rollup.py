@@ -290,7 +290,7 @@ def test_window_aggregator_twins_fold_drain_and_cap_alike(window_impl, table_typ
     windows.add_background(background)
     counts = windows.open_counts()
     assert counts == {"routes": 3, "series": windows.open_series, "requests": 3, "overflow_routes": 1,
-                      "overflow_series": counts["overflow_series"]}
+                      "overflow_series": counts["overflow_series"], "overflow_paths": 0}
     window = windows.drain()
     assert window.routes["/a"][:3] == [1, 0, 5_000] and window.routes["/b"][:2] == [1, 1]
     assert window.routes["(overflow)"][0] == 1 and window.overflow_routes == 1

@@ -29,6 +29,8 @@ typedef struct {
     size_t parked_mask, parked_len;
     int parked_bits;
     Py_ssize_t internal_errors;
+    PyObject *paths_obj;       /* the PathRegistry (strong) */
+    Paths *paths;              /* its nodes, read on every PY_START */
 } Core;
 
 static PyTypeObject CoreType;
@@ -79,6 +81,16 @@ stack_of(Core *core)
     return stack_of_slow(core);
 }
 
+/* The path node of a call of fid that starts now on this thread: under the node of the call below
+ * it on the stack (the root when none). Call before pushing its entry. */
+static inline int32_t
+node_of_call(Core *core, ThreadStack *st, int32_t fid)
+{
+    int32_t parent = st->len > 0 ? live(&st->items[st->len - 1])->node : PATH_ROOT;
+    int32_t node = paths_node(core->paths, parent, fid);
+    return LIKELY(node >= 0) ? node : parent; /* out of memory: the call is counted at its parent */
+}
+
 static inline void
 internal_error(Core *core)
 {
@@ -90,7 +102,7 @@ internal_error(Core *core)
 /* record(): where a finished call goes and what is counted. `table` is NULL except for calls
  * swept from the parking lot (the table captured when they were parked). */
 static void
-record(Core *core, int32_t fid, int64_t start, int64_t end, int64_t duration, int64_t self_ns,
+record(Core *core, int32_t fid, int32_t node, int64_t start, int64_t end, int64_t duration, int64_t self_ns,
        PyObject *exc, PyObject *table)
 {
     PyObject *exc_type = exc ? (PyObject *)Py_TYPE(exc) : NULL;
@@ -107,7 +119,7 @@ record(Core *core, int32_t fid, int64_t start, int64_t end, int64_t duration, in
     }
     if (LIKELY(table != NULL && CallTable_Check(table))) {
         CallTable *t = (CallTable *)table;
-        if (UNLIKELY(table_count(t, fid, duration, self_ns, exc_type, exc) < 0))
+        if (UNLIKELY(table_count(t, node, fid, duration, self_ns, exc_type, exc) < 0))
             internal_error(core);
         else if (UNLIKELY(t->span_budget > 0 && (exc_type != NULL || duration >= core->slow_ns))) {
             if (table_keep_span(t, fid, start, end, exc_type) < 0)
@@ -139,7 +151,7 @@ finish(Core *core, Entry *caller, const Entry *e, int64_t now, PyObject *exc, Py
     }
     if (caller != NULL)
         caller->child += credit;
-    record(core, e->fid, e->start, now, duration, self_ns > 0 ? self_ns : 0, exc, table);
+    record(core, e->fid, e->node, e->start, now, duration, self_ns > 0 ? self_ns : 0, exc, table);
     if (UNLIKELY(exc != NULL && caller != NULL))
         caller->child += now_ns() - now; /* the stack sample taken for an error is the sensor's
                                           * time, not the catching caller's */

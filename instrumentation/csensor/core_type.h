@@ -146,6 +146,21 @@ core_set_background(Core *core, PyObject *value, void *closure)
     return 0;
 }
 
+/* current_node(): the path node of the innermost sensed call in flight on this thread (0: none),
+ * where a span of another instrumentation that ends now belongs. */
+static PyObject *
+core_current_node(Core *core, PyObject *unused)
+{
+    ThreadStack *st = stack_of(core);
+    return PyLong_FromLong(st != NULL && st->len > 0 ? live(&st->items[st->len - 1])->node : PATH_ROOT);
+}
+
+static PyObject *
+core_get_paths(Core *core, void *closure)
+{
+    return Py_NewRef(core->paths_obj ? core->paths_obj : Py_None);
+}
+
 static PyObject *
 core_get_parked(Core *core, void *closure)
 {
@@ -155,13 +170,14 @@ core_get_parked(Core *core, void *closure)
 static PyObject *
 core_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"classify", "current_request", "slow_ns", NULL};
-    PyObject *classify, *request_var;
+    static char *kwlist[] = {"classify", "current_request", "slow_ns", "paths", NULL};
+    PyObject *classify, *request_var, *paths = NULL;
     long long slow_ns = 50000000;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|L:Core", kwlist, &classify, &request_var, &slow_ns))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|LO:Core", kwlist, &classify, &request_var, &slow_ns, &paths))
         return NULL;
-    if (!PyCallable_Check(classify) || !PyContextVar_CheckExact(request_var)) {
-        PyErr_SetString(PyExc_TypeError, "Core(classify: callable, current_request: ContextVar, slow_ns=...)");
+    if (!PyCallable_Check(classify) || !PyContextVar_CheckExact(request_var) || (paths && !PathRegistry_Check(paths))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "Core(classify: callable, current_request: ContextVar, slow_ns=..., paths: PathRegistry=...)");
         return NULL;
     }
 #if HAS_MONITORING
@@ -177,6 +193,12 @@ core_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     core->slow_ns = slow_ns;
     core->classify = Py_NewRef(classify);
     core->request_var = Py_NewRef(request_var);
+    core->paths_obj = paths ? Py_NewRef(paths) : PyObject_CallNoArgs((PyObject *)&PathRegistryType);
+    if (core->paths_obj == NULL) {
+        Py_DECREF(core);
+        return NULL;
+    }
+    core->paths = &((PathRegistry *)core->paths_obj)->p;
     core->background = PyObject_CallNoArgs((PyObject *)&CallTableType);
     if (core->background == NULL) {
         Py_DECREF(core);
@@ -229,6 +251,8 @@ core_dealloc(Core *core)
     PyObject_GC_UnTrack(core);
     core_clear(core);
     PyMem_Free(core->kinds);
+    core->paths = NULL;
+    Py_CLEAR(core->paths_obj);
     if (core->key_ok) {
         /* This thread's stack can go now; other threads' stacks leak (a few KB per thread that is
          * still alive and ever ran sensed code under this core). */
@@ -273,6 +297,7 @@ static PyMethodDef core_methods[] = {
      "finish invocations whose generator was dropped while suspended"},
     {"set_kind", (PyCFunction)(void (*)(void))core_set_kind, METH_FASTCALL, "set_kind(fid, kind)"},
     {"stack_depth", (PyCFunction)core_stack_depth, METH_NOARGS, "in-flight invocations on this thread"},
+    {"current_node", (PyCFunction)core_current_node, METH_NOARGS, "path node of the innermost sensed call on this thread"},
     {"stack_fids", (PyCFunction)core_stack_fids, METH_NOARGS, "function ids on this thread's stack"},
     {NULL},
 };
@@ -287,6 +312,7 @@ static PyGetSetDef core_getset[] = {
     {"background", (getter)core_get_background, (setter)core_set_background,
      "the CallTable for calls outside an open request", NULL},
     {"parked", (getter)core_get_parked, NULL, "number of suspended invocations parked", NULL},
+    {"paths", (getter)core_get_paths, NULL, "the PathRegistry this core records nodes in", NULL},
     {NULL},
 };
 

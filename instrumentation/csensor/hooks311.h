@@ -24,12 +24,18 @@ enter_impl(Core *core, PyObject *arg)
     uint8_t kind = fid < core->n_kinds ? core->kinds[fid] : PLAIN;
     int64_t now = now_ns();
     ThreadStack *st = stack_of(core);
-    Entry *e = st ? stack_push(st) : NULL;
+    if (UNLIKELY(st == NULL)) {
+        internal_error(core);
+        Py_RETURN_NONE;
+    }
+    int32_t node = node_of_call(core, st, (int32_t)fid);
+    Entry *e = stack_push(st);
     if (UNLIKELY(e == NULL)) {
         internal_error(core);
         Py_RETURN_NONE;
     }
     e->fid = (int32_t)fid;
+    e->node = node;
     e->owner = NULL;
     if (LIKELY(kind == PLAIN)) {
         e->start = e->segment = now;
@@ -53,6 +59,7 @@ enter_impl(Core *core, PyObject *arg)
     inv->e.start = inv->e.segment = now;
     inv->e.child = inv->e.active = 0;
     inv->e.fid = (int32_t)fid;
+    inv->e.node = node;
     inv->e.kind = kind;
     inv->e.suspended = 0;
     inv->e.owner = NULL;
@@ -235,8 +242,15 @@ core_enter_co(Core *core, PyObject *arg)
     if (!Invocation_Check(token))
         return token;
     ThreadStack *st = stack_of(core);
-    if (st != NULL && st->pending_awaiter != NULL && coroutine_running(st->pending_awaitable))
-        Py_XSETREF(((Invocation *)token)->awaiter, Py_NewRef(st->pending_awaiter));
+    if (st != NULL && st->pending_awaiter != NULL && coroutine_running(st->pending_awaitable)) {
+        Invocation *inv = (Invocation *)token;
+        Py_XSETREF(inv->awaiter, Py_NewRef(st->pending_awaiter));
+        /* Its path runs through the coroutine that awaits it, not through what is below on the
+         * stack (the awaiter is suspended while it awaits). */
+        int32_t node = paths_node(core->paths, ((Invocation *)st->pending_awaiter)->e.node, inv->e.fid);
+        if (node >= 0)
+            inv->e.node = node;
+    }
     return token;
 }
 

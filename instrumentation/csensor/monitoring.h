@@ -319,14 +319,20 @@ core_on_start(Core *core, PyObject *const *args, Py_ssize_t nargs)
         return disable();
     int64_t now = now_ns();
     ThreadStack *st = stack_of(core);
-    Entry *e = st ? stack_push(st) : NULL;
+    if (UNLIKELY(st == NULL)) {
+        internal_error(core);
+        Py_RETURN_NONE;
+    }
+    int32_t fid = TAG_FID(tag), node = node_of_call(core, st, fid);
+    Entry *e = stack_push(st);
     if (UNLIKELY(e == NULL)) {
         internal_error(core);
         Py_RETURN_NONE;
     }
     e->start = e->segment = now;
     e->child = e->active = 0;
-    e->fid = TAG_FID(tag);
+    e->fid = fid;
+    e->node = node;
     e->kind = TAG_KIND(tag);
     e->suspended = 0;
     e->owner = NULL;

@@ -9,13 +9,14 @@
 
 /* ======================================================================= in-flight invocations */
 
-/* One in-flight invocation: _pysensor's [fid, start, child, segment, active, parked]. */
+/* One in-flight invocation: _pysensor's [fid, start, child, segment, active, parked, node]. */
 typedef struct {
     int64_t start;       /* first entry */
     int64_t child;       /* time credited by sensed direct callees */
     int64_t segment;     /* start of the current active segment (generators) */
     int64_t active;      /* active time of finished segments */
     int32_t fid;
+    int32_t node;        /* its path node (paths.h): under the node of the entry below it */
     uint8_t kind;
     uint8_t suspended;   /* has been suspended at least once */
     /* 3.11 generator/coroutine tokens: the stack slot is only a marker holding a reference to the

@@ -82,6 +82,8 @@ table_traverse(CallTable *t, visitproc visit, void *arg)
         Py_VISIT(t->errs[i].type);
         Py_VISIT(t->errs[i].sample);
     }
+    for (int32_t i = 0; i < t->n_node_errs; i++)
+        Py_VISIT(t->node_errs[i].type);
     return 0;
 }
 
@@ -95,6 +97,8 @@ table_clear(CallTable *t)
         Py_CLEAR(t->errs[i].type);
         Py_CLEAR(t->errs[i].sample);
     }
+    for (int32_t i = 0; i < t->n_node_errs; i++)
+        Py_CLEAR(t->node_errs[i].type);
     return 0;
 }
 
@@ -107,6 +111,7 @@ table_dealloc(CallTable *t)
         PyMem_Free(t->slots[i].wide);
     table_release_buffers(t);
     PyMem_Free(t->errs);
+    PyMem_Free(t->node_errs);
     Py_TYPE(t)->tp_free((PyObject *)t);
 }
 
@@ -163,6 +168,54 @@ table_get_stats(CallTable *t, void *closure)
         }
     }
     return out;
+}
+
+/* paths: {node: [calls, errors, total_ns, self_ns]}, a fresh dict (copied first: see stats). */
+static PyObject *
+table_get_paths(CallTable *t, void *closure)
+{
+    PyObject *out = PyDict_New();
+    if (out == NULL)
+        return NULL;
+    for (int32_t i = 0; i < t->n_nodes; i++) {
+        NodeSlot snap = t->nodes[i], *n = &snap;
+        PyObject *row = Py_BuildValue("[KKLL]", (unsigned long long)n->calls, (unsigned long long)n->errors,
+                                      (long long)n->total_ns, (long long)n->self_ns);
+        if (dict_set_new(out, PyLong_FromLong(n->node), row) < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
+/* path_errors: {(node, exception type): count}, a fresh dict. */
+static PyObject *
+table_get_path_errors(CallTable *t, void *closure)
+{
+    PyObject *out = PyDict_New();
+    if (out == NULL)
+        return NULL;
+    for (int32_t i = 0; i < t->n_node_errs; i++) {
+        NodeError snap = t->node_errs[i], *e = &snap;
+        if (e->type == NULL)
+            continue;
+        PyObject *key = Py_BuildValue("(iO)", e->node, e->type), *count = PyLong_FromUnsignedLongLong(e->count);
+        PyObject *old = key ? PyDict_GetItemWithError(out, key) : NULL; /* folded nodes may repeat */
+        if (old != NULL && count != NULL)
+            Py_SETREF(count, PyNumber_Add(old, count));
+        if (dict_set_new(out, key, count) < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
+static PyObject *
+table_get_path_count(CallTable *t, void *closure)
+{
+    return PyLong_FromLong(t->n_nodes);
 }
 
 /* errors: {(fid, exception type): count}, a fresh dict. */
@@ -252,20 +305,38 @@ check_fid(long long fid)
     return 0;
 }
 
-/* add_call(fid, duration_ns, self_ns, exc_type=None): one call from outside the sensor (a span of
- * another instrumentation). Like calls.CallTable.add_call: counted, never kept as a span. */
+/* add_call(fid, duration_ns, self_ns, exc_type=None, node=-1): one call from outside the sensor (a
+ * span of another instrumentation) at path node `node` (a node of fid; -1: none, the call is in
+ * the function's figures only). Like calls.CallTable.add_call: counted, never kept as a span. */
 static PyObject *
 table_add_call(CallTable *t, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"fid", "duration_ns", "self_ns", "exc_type", NULL};
-    long long fid, duration, self_ns;
+    static char *kwlist[] = {"fid", "duration_ns", "self_ns", "exc_type", "node", NULL};
+    long long fid, duration, self_ns, node = -1;
     PyObject *exc_type = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "LLL|O:add_call", kwlist, &fid, &duration, &self_ns, &exc_type))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "LLL|OL:add_call", kwlist, &fid, &duration, &self_ns, &exc_type, &node))
         return NULL;
-    if (check_fid(fid) < 0)
+    if (check_fid(fid) < 0 || (node >= 0 && check_fid(node) < 0))
         return NULL;
-    if (table_count(t, (int32_t)fid, duration, self_ns, exc_type == Py_None ? NULL : exc_type, NULL) < 0)
+    PyObject *type = exc_type == Py_None ? NULL : exc_type;
+    if (node >= 0) {
+        if (table_count(t, (int32_t)node, (int32_t)fid, duration, self_ns, type, NULL) < 0)
+            return PyErr_NoMemory();
+        Py_RETURN_NONE;
+    }
+    Slot *s = table_find(t, (int32_t)fid);
+    if (s == NULL && (s = table_new_slot(t, (int32_t)fid)) == NULL)
         return PyErr_NoMemory();
+    s->calls++;
+    s->total_ns += duration;
+    s->self_ns += self_ns;
+    if (hist_add(s, fs_bucket_of(duration)) < 0)
+        return PyErr_NoMemory();
+    if (type != NULL) {
+        s->errors++;
+        if (error_add(t, s, type, NULL) < 0)
+            return PyErr_NoMemory();
+    }
     Py_RETURN_NONE;
 }
 
@@ -314,6 +385,90 @@ table_absorb(CallTable *t, PyObject *const *args, Py_ssize_t nargs)
     return Py_BuildValue("(nn)", created, overflowed);
 }
 
+/* into += from, for one node's counters. */
+static inline void
+node_absorb(NodeSlot *into, const NodeSlot *from)
+{
+    into->calls += from->calls;
+    into->errors += from->errors;
+    into->total_ns += from->total_ns;
+    into->self_ns += from->self_ns;
+}
+
+/* absorb_paths(src, registry, room) -> (created, folded): add src's path nodes into this table (a
+ * window's table for one route), creating at most `room` new nodes. A further new node is folded
+ * into the "(other paths)" child of its deepest ancestor this table keeps (the root at worst):
+ * its calls and times stay, its function identity does not (the function slots keep that exactly).
+ * Errors by (node, type) follow their node. `folded` counts the nodes folded so. */
+static PyObject *
+table_absorb_paths(CallTable *t, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t created = 0, folded = 0;
+    if (nargs != 3 || !CallTable_Check(args[0]) || !PathRegistry_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "absorb_paths(src: CallTable, registry: PathRegistry, room: int)");
+        return NULL;
+    }
+    CallTable *src = (CallTable *)args[0];
+    Paths *p = &((PathRegistry *)args[1])->p;
+    Py_ssize_t room = PyNumber_AsSsize_t(args[2], PyExc_OverflowError);
+    if (room == -1 && PyErr_Occurred())
+        return NULL;
+    if (src == t) {
+        PyErr_SetString(PyExc_ValueError, "a table cannot absorb itself");
+        return NULL;
+    }
+    /* Where each of src's nodes lands here, for its errors below. */
+    int32_t *landed = PyMem_Malloc(sizeof(int32_t) * (size_t)(src->n_nodes ? src->n_nodes : 1));
+    if (landed == NULL)
+        return PyErr_NoMemory();
+    for (int32_t i = 0; i < src->n_nodes; i++) {
+        const NodeSlot *from = &src->nodes[i];
+        int32_t node = from->node;
+        NodeSlot *into = table_find_node(t, node);
+        if (into == NULL && room > 0 && node < p->n) {
+            room--;
+            created++;
+            into = table_new_node(t, node, -1);
+        }
+        else if (into == NULL) {
+            folded++;
+            int32_t kept = node < p->n ? p->parent[node] : PATH_ROOT;
+            while (kept != PATH_ROOT && table_find_node(t, kept) == NULL)
+                kept = p->parent[kept];
+            node = p->fid[kept] == PATH_OTHER ? kept : paths_other(p, kept);
+            if (node >= 0 && (into = table_find_node(t, node)) == NULL)
+                into = table_new_node(t, node, -1);
+        }
+        if (node < 0 || into == NULL) {
+            PyMem_Free(landed);
+            return PyErr_NoMemory();
+        }
+        node_absorb(into, from);
+        landed[i] = node;
+    }
+    for (int32_t i = 0; i < src->n_node_errs; i++) {
+        const NodeError *e = &src->node_errs[i];
+        int32_t at = index_find(src->node_index, src->node_index_mask, e->node);
+        int32_t node = at >= 0 ? landed[at] : e->node;
+        int found = 0;
+        for (int32_t j = 0; j < t->n_node_errs && !found; j++) {
+            if (t->node_errs[j].node == node && t->node_errs[j].type == e->type) {
+                t->node_errs[j].count += e->count;
+                found = 1;
+            }
+        }
+        if (!found) {
+            if (node_error_add(t, node, e->type) < 0) {
+                PyMem_Free(landed);
+                return PyErr_NoMemory();
+            }
+            t->node_errs[t->n_node_errs - 1].count = e->count;
+        }
+    }
+    PyMem_Free(landed);
+    return Py_BuildValue("(nn)", created, folded);
+}
+
 static PyObject *
 table_get_has_errors(CallTable *t, void *closure)
 {
@@ -339,6 +494,9 @@ static PyGetSetDef table_getset[] = {
     {"stats", (getter)table_get_stats, NULL, "{fid: [calls, errors, total_ns, self_ns, {bucket: count}]} (fresh dict)", NULL},
     {"errors", (getter)table_get_errors, NULL, "{(fid, exception type): count} (fresh dict)", NULL},
     {"samples", (getter)table_get_samples, NULL, "{(fid, exception type): stack sample of the first exception} (fresh dict)", NULL},
+    {"paths", (getter)table_get_paths, NULL, "{node: [calls, errors, total_ns, self_ns]} (fresh dict)", NULL},
+    {"path_errors", (getter)table_get_path_errors, NULL, "{(node, exception type): count} (fresh dict)", NULL},
+    {"path_count", (getter)table_get_path_count, NULL, "number of path nodes with calls in this table", NULL},
     {"has_errors", (getter)table_get_has_errors, NULL, "True when a call in this table raised", NULL},
     {"series", (getter)table_get_series, NULL, "number of functions with calls in this table", NULL},
     {NULL},
@@ -346,9 +504,11 @@ static PyGetSetDef table_getset[] = {
 
 static PyMethodDef table_methods[] = {
     {"add_call", (PyCFunction)(void (*)(void))table_add_call, METH_VARARGS | METH_KEYWORDS,
-     "add_call(fid, duration_ns, self_ns, exc_type=None)"},
+     "add_call(fid, duration_ns, self_ns, exc_type=None, node=-1)"},
     {"absorb", (PyCFunction)(void (*)(void))table_absorb, METH_FASTCALL,
      "absorb(src, room, overflow) -> (created, overflowed): see calls.CallTable.absorb"},
+    {"absorb_paths", (PyCFunction)(void (*)(void))table_absorb_paths, METH_FASTCALL,
+     "absorb_paths(src, registry, room) -> (created, folded): see calls.CallTable.absorb_paths"},
     {NULL},
 };
 

@@ -1,8 +1,10 @@
 /* csensor/tables.h: call tables, the counting side (part of _csensor.c's single compilation unit).
  *
  * A CallTable holds the calls of one request (or of the background): per function id a Slot of
- * counters and a duration histogram, errors by (fid, exception type), and the calls kept as
- * spans. This part is the hot path: table_count() and table_keep_span(), what record() calls on
+ * counters and a duration histogram, per path node a NodeSlot of counters (calls, errors, total
+ * and self time; paths.h), errors by (fid, exception type) and by (node, type), and the calls kept
+ * as spans. A call is found by its node: the NodeSlot links to its function's Slot, so one probe
+ * updates both. This part is the hot path: table_count() and table_keep_span(), what record() calls on
  * every final exit, plus the buffer pool and the helpers they use. The Python face of the type
  * (constructor, getters, add_call, absorb, the type object) is table_type.h.
  *
@@ -40,6 +42,22 @@ typedef struct {
     uint64_t count;
 } ErrorCount;
 
+/* One path node's counters in one table; `slot` is its function's Slot in the same table (-1 in a
+ * window's table, where a folded "(other paths)" node has no single function). */
+typedef struct {
+    int32_t node;
+    int32_t slot;
+    uint64_t calls, errors;
+    int64_t total_ns, self_ns;
+} NodeSlot;
+
+/* Errors by (node, exception type): only on the error path, so a plain array searched in order. */
+typedef struct {
+    int32_t node;
+    PyObject *type;      /* strong reference */
+    uint64_t count;
+} NodeError;
+
 typedef struct {
     PyObject_HEAD
     char open;
@@ -55,6 +73,13 @@ typedef struct {
     int32_t n_slots, cap_slots;
     ErrorCount *errs;
     int32_t n_errs, cap_errs;
+    /* node -> NodeSlot: the same open addressing as fid -> Slot */
+    uint64_t *node_index;
+    uint32_t node_index_mask;
+    NodeSlot *nodes;
+    int32_t n_nodes, cap_nodes;
+    NodeError *node_errs;
+    int32_t n_node_errs, cap_node_errs;
 } CallTable;
 
 static PyTypeObject CallTableType;
@@ -71,6 +96,10 @@ typedef struct {
     uint32_t index_mask;
     Slot *slots;
     int32_t cap_slots;
+    uint64_t *node_index;
+    uint32_t node_index_mask;
+    NodeSlot *nodes;
+    int32_t cap_nodes;
 } TableBuffers;
 static TableBuffers buffer_pool[POOL_SIZE];
 static int buffer_pool_len;
@@ -78,46 +107,96 @@ static int buffer_pool_len;
 static void
 table_release_buffers(CallTable *t)
 {
-    if (t->index != NULL && t->slots != NULL && t->cap_slots <= POOL_MAX_SLOTS && buffer_pool_len < POOL_SIZE) {
+    if (t->index != NULL && t->slots != NULL && t->cap_slots <= POOL_MAX_SLOTS && t->cap_nodes <= POOL_MAX_SLOTS
+        && buffer_pool_len < POOL_SIZE) {
         memset(t->index, 0, ((size_t)t->index_mask + 1) * sizeof(uint64_t));
-        buffer_pool[buffer_pool_len++] = (TableBuffers){t->index, t->index_mask, t->slots, t->cap_slots};
+        if (t->node_index != NULL)
+            memset(t->node_index, 0, ((size_t)t->node_index_mask + 1) * sizeof(uint64_t));
+        buffer_pool[buffer_pool_len++] = (TableBuffers){t->index, t->index_mask, t->slots, t->cap_slots,
+                                                        t->node_index, t->node_index_mask, t->nodes, t->cap_nodes};
     }
     else {
         PyMem_Free(t->slots);
         PyMem_Free(t->index);
+        PyMem_Free(t->nodes);
+        PyMem_Free(t->node_index);
     }
-    t->index = NULL;
+    t->index = t->node_index = NULL;
     t->slots = NULL;
-    t->index_mask = 0;
+    t->nodes = NULL;
+    t->index_mask = t->node_index_mask = 0;
     t->cap_slots = t->n_slots = 0;
+    t->cap_nodes = t->n_nodes = 0;
 }
 
-static Slot *
-table_new_slot(CallTable *t, int32_t fid)
+/* A table's first slot takes a pooled set of buffers, when there is one. */
+static inline void
+table_take_buffers(CallTable *t)
 {
-    if (t->index == NULL && t->slots == NULL && buffer_pool_len > 0) {
+    if (t->index == NULL && t->slots == NULL && t->node_index == NULL && t->nodes == NULL && buffer_pool_len > 0) {
         TableBuffers *b = &buffer_pool[--buffer_pool_len];
         t->index = b->index;
         t->index_mask = b->index_mask;
         t->slots = b->slots;
         t->cap_slots = b->cap_slots;
+        t->node_index = b->node_index;
+        t->node_index_mask = b->node_index_mask;
+        t->nodes = b->nodes;
+        t->cap_nodes = b->cap_nodes;
     }
-    if ((uint32_t)t->n_slots * 2 >= (t->index ? t->index_mask + 1 : 0)) {
-        /* Grow (or create) the index to keep the load factor at most 1/2. */
-        uint32_t cap = t->index ? (t->index_mask + 1) * 2 : 16;
-        uint64_t *index = PyMem_Calloc(cap, sizeof(uint64_t));
-        if (index == NULL)
-            return NULL;
-        for (int32_t i = 0; i < t->n_slots; i++) {
-            uint32_t h = (uint32_t)t->slots[i].fid & (cap - 1);
-            while (index[h])
-                h = (h + 1) & (cap - 1);
-            index[h] = ((uint64_t)(uint32_t)(t->slots[i].fid + 1) << 32) | (uint32_t)i;
+}
+
+/* Open addressing, linear probing: entry = (key + 1) << 32 | position, 0 = empty. Keys (function
+ * ids, node ids) are dense small integers, so key & mask spreads them well. */
+static inline int32_t
+index_find(const uint64_t *index, uint32_t mask, int32_t key)
+{
+    if (LIKELY(index != NULL)) {
+        uint64_t tagged = (uint64_t)(uint32_t)(key + 1) << 32;
+        uint32_t h = (uint32_t)key & mask;
+        for (;;) {
+            uint64_t e = index[h];
+            if (e == 0)
+                break;
+            if ((e & 0xFFFFFFFF00000000ull) == tagged)
+                return (int32_t)(uint32_t)e;
+            h = (h + 1) & mask;
         }
-        PyMem_Free(t->index);
-        t->index = index;
-        t->index_mask = cap - 1;
     }
+    return -1;
+}
+
+static inline void
+index_put(uint64_t *index, uint32_t mask, int32_t key, int32_t position)
+{
+    uint32_t h = (uint32_t)key & mask;
+    while (index[h])
+        h = (h + 1) & mask;
+    index[h] = ((uint64_t)(uint32_t)(key + 1) << 32) | (uint32_t)position;
+}
+
+/* Make room for one more key (load factor at most 1/2): -1 when memory ran out. `key_at(i)` is
+ * the key at position i. */
+#define INDEX_RESERVE(index, mask, n, key_at)                                          \
+    do {                                                                               \
+        if ((uint32_t)(n) * 2 >= ((index) ? (mask) + 1 : 0)) {                         \
+            uint32_t cap_ = (index) ? ((mask) + 1) * 2 : 16;                           \
+            uint64_t *grown_ = PyMem_Calloc(cap_, sizeof(uint64_t));                   \
+            if (grown_ == NULL)                                                        \
+                return NULL;                                                           \
+            for (int32_t i_ = 0; i_ < (n); i_++)                                       \
+                index_put(grown_, cap_ - 1, (key_at), i_);                             \
+            PyMem_Free(index);                                                         \
+            (index) = grown_;                                                          \
+            (mask) = cap_ - 1;                                                         \
+        }                                                                              \
+    } while (0)
+
+static Slot *
+table_new_slot(CallTable *t, int32_t fid)
+{
+    table_take_buffers(t);
+    INDEX_RESERVE(t->index, t->index_mask, t->n_slots, t->slots[i_].fid);
     if (t->n_slots == t->cap_slots) {
         int32_t cap = t->cap_slots ? t->cap_slots * 2 : 8;
         Slot *slots = PyMem_Realloc(t->slots, (size_t)cap * sizeof(Slot));
@@ -131,10 +210,7 @@ table_new_slot(CallTable *t, int32_t fid)
     memset(s, 0, sizeof(Slot));
     s->fid = fid;
     s->first_error = -1;
-    uint32_t h = (uint32_t)fid & t->index_mask;
-    while (t->index[h])
-        h = (h + 1) & t->index_mask;
-    t->index[h] = ((uint64_t)(uint32_t)(fid + 1) << 32) | (uint32_t)i;
+    index_put(t->index, t->index_mask, fid, i);
     return s;
 }
 
@@ -142,27 +218,56 @@ table_new_slot(CallTable *t, int32_t fid)
 static inline Slot *
 table_find(CallTable *t, int32_t fid)
 {
-    if (LIKELY(t->index != NULL)) {
-        uint64_t key = (uint64_t)(uint32_t)(fid + 1) << 32;
-        uint32_t h = (uint32_t)fid & t->index_mask;
-        for (;;) {
-            uint64_t e = t->index[h];
-            if (e == 0)
-                break;
-            if ((e & 0xFFFFFFFF00000000ull) == key)
-                return &t->slots[(uint32_t)e];
-            h = (h + 1) & t->index_mask;
-        }
-    }
-    return NULL;
+    int32_t i = index_find(t->index, t->index_mask, fid);
+    return i >= 0 ? &t->slots[i] : NULL;
 }
 
-/* The slot of fid (0 <= fid < INT32_MAX), created on first appearance; NULL when out of memory. */
-static inline Slot *
-table_slot(CallTable *t, int32_t fid)
+/* A new node slot (counters zero) linked to function slot `slot` (-1: none); NULL on memory. */
+static NodeSlot *
+table_new_node(CallTable *t, int32_t node, int32_t slot)
 {
+    table_take_buffers(t);
+    INDEX_RESERVE(t->node_index, t->node_index_mask, t->n_nodes, t->nodes[i_].node);
+    if (t->n_nodes == t->cap_nodes) {
+        int32_t cap = t->cap_nodes ? t->cap_nodes * 2 : 8;
+        NodeSlot *nodes = PyMem_Realloc(t->nodes, (size_t)cap * sizeof(NodeSlot));
+        if (nodes == NULL)
+            return NULL;
+        t->nodes = nodes;
+        t->cap_nodes = cap;
+    }
+    int32_t i = t->n_nodes++;
+    NodeSlot *n = &t->nodes[i];
+    memset(n, 0, sizeof(NodeSlot));
+    n->node = node;
+    n->slot = slot;
+    index_put(t->node_index, t->node_index_mask, node, i);
+    return n;
+}
+
+static inline NodeSlot *
+table_find_node(CallTable *t, int32_t node)
+{
+    int32_t i = index_find(t->node_index, t->node_index_mask, node);
+    return i >= 0 ? &t->nodes[i] : NULL;
+}
+
+/* The node slot of a call of fid at node, and through it the function's slot (made on first
+ * appearance of either); NULL when memory ran out. */
+static inline NodeSlot *
+table_node_slot(CallTable *t, int32_t node, int32_t fid)
+{
+    NodeSlot *n = table_find_node(t, node);
+    if (LIKELY(n != NULL && n->slot >= 0))
+        return n;
     Slot *s = table_find(t, fid);
-    return LIKELY(s != NULL) ? s : table_new_slot(t, fid);
+    if (s == NULL && (s = table_new_slot(t, fid)) == NULL)
+        return NULL;
+    int32_t slot = (int32_t)(s - t->slots);
+    if (n == NULL)
+        return table_new_node(t, node, slot);
+    n->slot = slot;
+    return n;
 }
 
 /* n more calls in bucket (n = 1 on the hot path, where the compiler folds it). */
@@ -254,15 +359,41 @@ error_add(CallTable *t, Slot *s, PyObject *exc_type, PyObject *exc)
     return 0;
 }
 
-/* Count one call that returned (exc_type NULL) or raised exc_type; the first exception object
- * `exc` of each (fid, type) is kept as the table's sample (NULL: none, as add_call). Returns -1
- * (no exception set) when memory ran out. */
-static inline int
-table_count(CallTable *t, int32_t fid, int64_t duration, int64_t self_ns, PyObject *exc_type, PyObject *exc)
+static int
+node_error_add(CallTable *t, int32_t node, PyObject *exc_type)
 {
-    Slot *s = table_slot(t, fid);
-    if (UNLIKELY(s == NULL))
+    for (int32_t i = 0; i < t->n_node_errs; i++) {
+        if (t->node_errs[i].node == node && t->node_errs[i].type == exc_type) {
+            t->node_errs[i].count++;
+            return 0;
+        }
+    }
+    if (t->n_node_errs == t->cap_node_errs) {
+        int32_t cap = t->cap_node_errs ? t->cap_node_errs * 2 : 4;
+        NodeError *errs = PyMem_Realloc(t->node_errs, (size_t)cap * sizeof(NodeError));
+        if (errs == NULL)
+            return -1;
+        t->node_errs = errs;
+        t->cap_node_errs = cap;
+    }
+    t->node_errs[t->n_node_errs++] = (NodeError){node, Py_NewRef(exc_type), 1};
+    return 0;
+}
+
+/* Count one call of fid at path node `node` that returned (exc_type NULL) or raised exc_type; the
+ * first exception object `exc` of each (fid, type) is kept as the table's sample (NULL: none, as
+ * add_call). Returns -1 (no exception set) when memory ran out. */
+static inline int
+table_count(CallTable *t, int32_t node, int32_t fid, int64_t duration, int64_t self_ns, PyObject *exc_type,
+            PyObject *exc)
+{
+    NodeSlot *n = table_node_slot(t, node, fid);
+    if (UNLIKELY(n == NULL))
         return -1;
+    n->calls++;
+    n->total_ns += duration;
+    n->self_ns += self_ns;
+    Slot *s = &t->slots[n->slot];
     s->calls++;
     s->total_ns += duration;
     s->self_ns += self_ns;
@@ -270,7 +401,8 @@ table_count(CallTable *t, int32_t fid, int64_t duration, int64_t self_ns, PyObje
         return -1;
     if (exc_type != NULL) {
         s->errors++;
-        if (error_add(t, s, exc_type, exc) < 0)
+        n->errors++;
+        if (error_add(t, s, exc_type, exc) < 0 || node_error_add(t, node, exc_type) < 0)
             return -1;
     }
     return 0;
