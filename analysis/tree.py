@@ -1,8 +1,8 @@
 """Call trees: a route's execution paths per request, one version or two side by side.
 
-A source gives path nodes aggregated over a version (:class:`PathNode`: the functions from the
-route's entry down to the node, and its calls, errors, total and self time). Here they become a
-tree whose root stands for the route (one call per request, the route's mean latency; its self time
+A source gives path nodes aggregated over a version (:class:`~funcsight.sources.base.PathAggregate`:
+the functions from the route's entry down to the node, and its calls, errors, total and self time).
+Here they become a tree whose root stands for the route (one call per request, the route's mean latency; its self time
 is the time no sensed function accounts for), with figures per request, and are rendered as JSON,
 an indented table, collapsed stacks (flamegraph.pl / Pyroscope) or a speedscope file.
 
@@ -13,22 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-OTHER_PATHS = "(other paths)"
-
-
-@dataclass
-class PathNode:
-    """One node's figures over a version, as a source gives them."""
-
-    path: tuple[str, ...]  # function names from the route's entry down to this node
-    calls: int
-    errors: int
-    total_ns: int
-    self_ns: int
-    file: str | None = None
-    line: int | None = None
-    errors_by_type: dict = field(default_factory=dict)
-
+from funcsight.analysis.breakdown import AnalysisError, check_filters
+from funcsight.sources.base import PathAggregate, Source
 
 @dataclass
 class TreeNode:
@@ -99,8 +85,40 @@ class CallTree:
         return out
 
 
+def call_tree(source: Source, route: str, version: str | None = None) -> CallTree:
+    """The call tree of ``route`` (in ``version``; None: every version together)."""
+    check_filters(source, route, version)
+    routes = source.route_aggregates(route, version)
+    requests = sum(agg.requests for agg in routes.values())
+    total_ns = sum(agg.total_ns for agg in routes.values())
+    failed = sum(agg.errors for agg in routes.values())
+    nodes: dict[tuple, PathAggregate] = {}
+    for (_route, _version, path), agg in source.path_aggregates(route, version).items():
+        into = nodes.get(path)
+        if into is None:
+            nodes[path] = into = PathAggregate(path, file=agg.file, line=agg.line)
+        into.calls += agg.calls
+        into.errors += agg.errors
+        into.total_ns += agg.total_ns
+        into.self_ns += agg.self_ns
+        for name, count in agg.errors_by_type.items():
+            into.errors_by_type[name] = into.errors_by_type.get(name, 0) + count
+    if not nodes and requests:
+        raise AnalysisError(f"no call paths recorded for route {route!r}"
+                            + (f" in version {version!r}" if version else "")
+                            + ": the store predates execution paths, or no sensed function ran for it")
+    return build_tree(route, version, requests, total_ns, failed, list(nodes.values()))
+
+
+def call_tree_diff(source: Source, route: str, baseline: str, candidate: str) -> CallTree:
+    """The differential tree of ``route``: ``candidate``'s nodes with ``baseline``'s figures."""
+    if baseline == candidate:
+        raise AnalysisError("baseline and candidate are the same version: nothing to compare")
+    return diff_trees(call_tree(source, route, baseline), call_tree(source, route, candidate))
+
+
 def build_tree(route: str, version: str | None, requests: int, route_total_ns: int, route_errors: int,
-               nodes: list[PathNode]) -> CallTree:
+               nodes: list[PathAggregate]) -> CallTree:
     """The tree of ``nodes`` (any order; a node whose parent is missing hangs under the nearest
     ancestor present, else the root). Per-request figures divide by ``requests``."""
     per = 1.0 / requests if requests else 0.0

@@ -78,6 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--limit", type=_positive_int, default=15, help="parts in the table (default 15)")
     explain.set_defaults(run=cmd_explain)
 
+    tree = commands.add_parser("tree", help="a route's call tree per request: who called whom, how often, how long")
+    tree.add_argument("--db", default=None, help="store file (default: $FUNCSIGHT_DB or ./funcsight.db)")
+    tree.add_argument("--source", default=None, help="read from prometheus+http://HOST:PORT instead of the store")
+    tree.add_argument("--format", choices=("table", "json", "folded", "speedscope"), default="table",
+                      help="table (default), json, folded (flamegraph.pl / Pyroscope) or speedscope (its file format)")
+    tree.add_argument("--route", required=True, help="the route (as shown by `funcsight routes`)")
+    tree.add_argument("--version", dest="app_version", help="only this deployment version (default: all)")
+    tree.add_argument("--baseline", help="with --candidate: the differential tree between two versions")
+    tree.add_argument("--candidate", help="with --baseline: the version to compare")
+    tree.add_argument("--max-depth", type=_positive_int, default=None, help="levels below the route to show")
+    tree.add_argument("--min-share", type=float, default=0.0, help="hide nodes under this share of the route's time (0-1)")
+    tree.add_argument("--max-rows", type=_positive_int, default=200, help="rows in the table (default 200)")
+    tree.set_defaults(run=cmd_tree)
+
     anomalies = commands.add_parser("anomalies", help="slowdowns and error increases within a deployment, over time")
     _common(anomalies, filters=False)
     anomalies.add_argument("--since", type=_duration, help=f"only the last DURATION ({EXAMPLES})")
@@ -204,6 +218,33 @@ def cmd_explain(args) -> int:
     rows.append((f"{result.unexplained_ms:+.3f}", "(outside sensed code)", "", "", ""))
     rows.append((f"{result.change_ms:+.3f}", "= total change", "", "", ""))
     print(render_table(("delta ms/req", "function", "before ms/req", "after ms/req", "calls/req"), rows, max_width=60))
+    return 0
+
+
+def cmd_tree(args) -> int:
+    import json
+
+    from funcsight.analysis.tree import call_tree, call_tree_diff, render_folded, render_speedscope, render_table as tree_table
+
+    if (args.baseline is None) != (args.candidate is None):
+        raise UsageError("--baseline and --candidate go together (or use --version for one version's tree)")
+    if args.baseline is not None and args.app_version is not None:
+        raise UsageError("--version cannot be combined with --baseline/--candidate")
+    if not 0.0 <= args.min_share <= 1.0:
+        raise UsageError(f"--min-share {args.min_share} is not a share between 0 and 1")
+    source = _source(args)
+    if args.baseline is not None:
+        result = call_tree_diff(source, args.route, args.baseline, args.candidate)
+    else:
+        result = call_tree(source, args.route, args.app_version)
+    if args.format == "json":
+        print_json(result.as_dict(args.max_depth, args.min_share))
+    elif args.format == "folded":
+        sys.stdout.write(render_folded(result))
+    elif args.format == "speedscope":
+        print(json.dumps(render_speedscope(result), separators=(",", ":")))
+    else:
+        print(tree_table(result, args.max_depth, args.min_share, args.max_rows))
     return 0
 
 

@@ -76,12 +76,16 @@ class StoreWriter:
         return True
 
     def _insert_window(self, conn: sqlite3.Connection, window: Window) -> None:
+        path_fids = {fid for _, path in window.paths for fid in path if fid >= 0}
         rows = self._function_rows_for(
             {fid for fid, _ in window.functions} | {key[0] for key in window.errors} | {key[0] for key in window.samples}
+            | path_fids
         )
         cursor = conn.execute(
-            "INSERT INTO windows (process_id, start, end, overflow_series, overflow_routes) VALUES (?, ?, ?, ?, ?)",
-            (self._process_row, window.start, window.end, window.overflow_series, window.overflow_routes),
+            "INSERT INTO windows (process_id, start, end, overflow_series, overflow_routes, overflow_paths)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (self._process_row, window.start, window.end, window.overflow_series, window.overflow_routes,
+             window.counters.overflow_paths),
         )
         window_id = cursor.lastrowid
         conn.executemany(
@@ -109,6 +113,19 @@ class StoreWriter:
                 for route, s in window.routes.items()
             ],
         )
+        if window.paths:
+            conn.executemany(
+                "INSERT INTO path_nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (window_id, route, store_path(path, rows), rows[path[-1]] if path[-1] >= 0 else None, *counts[:4])
+                    for (route, path), counts in window.paths.items() if path
+                ],
+            )
+            conn.executemany(
+                "INSERT INTO path_errors VALUES (?, ?, ?, ?, ?)",
+                [(window_id, route, store_path(path, rows), exc, count)
+                 for (route, path, exc), count in window.path_errors.items() if path],
+            )
         if window.slow_calls:
             conn.executemany("INSERT INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", self._span_rows(window))
 
@@ -226,3 +243,10 @@ class StoreWriter:
         self._conn = None
         self._pending = deque()
         self.process = process
+
+
+def store_path(path: tuple[int, ...], rows: dict[int, int]) -> str:
+    """A path of the process's function ids as the store keeps it: store ids joined by ``/``, an
+    "(other paths)" node as ``*`` (see store/schema.py)."""
+    return "/".join(str(rows[fid]) if fid >= 0 else "*" for fid in path)
+

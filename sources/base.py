@@ -77,6 +77,23 @@ class ErrorRecord(TypedDict):
 
 
 # Time series rows, per export window (store) or per step (Prometheus), oldest first.
+@dataclass
+class PathAggregate:
+    """One call-tree node's figures: the functions from the route's entry down to it (``"(other
+    paths)"`` for a node the caps folded), its calls, errors, total and self time."""
+
+    path: tuple[str, ...]
+    calls: int = 0
+    errors: int = 0
+    total_ns: int = 0
+    self_ns: int = 0
+    file: str | None = None
+    line: int | None = None
+    errors_by_type: dict = field(default_factory=dict)
+
+
+OTHER_PATHS = "(other paths)"
+
 SeriesRow = tuple  # (start, end, function, kind, route, version, calls, errors, total_ns)
 RouteSeriesRow = tuple  # (start, end, route, version, requests)
 ErrorSeriesRow = tuple  # (start, function, route, version, exception_type, count)
@@ -101,6 +118,13 @@ class Source(Protocol):
     def code_hashes(self, version: str) -> dict[str, str]:
         """``function -> code hash`` in ``version`` (empty when the source does not know)."""
 
+    def path_aggregates(self, route: str | None = None, version: str | None = None) -> dict[tuple, PathAggregate]:
+        """``(route, version, path) -> PathAggregate``: the call tree's nodes (empty when the
+        source has none, e.g. a store written before execution paths)."""
+
+    def code_locations(self, version: str | None = None) -> dict[str, tuple[str, int, str]]:
+        """``function -> (file, first line, code hash)`` in ``version`` (any version when None)."""
+
     def series(self, version: str | None = None, since: float | None = None) -> list[SeriesRow]: ...
 
     def route_series(self, version: str | None = None, since: float | None = None) -> list[RouteSeriesRow]: ...
@@ -113,5 +137,5 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
-__all__ = ["Aggregate", "ErrorRecord", "ErrorSeriesRow", "Frame", "RouteAggregate", "RouteSeriesRow", "SeriesRow",
-           "Source", "SourceError", "VersionInfo"]
+__all__ = ["OTHER_PATHS", "Aggregate", "ErrorRecord", "ErrorSeriesRow", "Frame", "PathAggregate", "RouteAggregate",
+           "RouteSeriesRow", "SeriesRow", "Source", "SourceError", "VersionInfo"]

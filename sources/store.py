@@ -14,7 +14,15 @@ import sqlite3
 from contextlib import contextmanager
 
 from funcsight.histogram import merge
-from funcsight.sources.base import Aggregate, ErrorRecord, RouteAggregate, SourceError, VersionInfo
+from funcsight.sources.base import (
+    OTHER_PATHS,
+    Aggregate,
+    ErrorRecord,
+    PathAggregate,
+    RouteAggregate,
+    SourceError,
+    VersionInfo,
+)
 from funcsight.store.db import StoreError, open_for_reading
 
 
@@ -47,6 +55,8 @@ FUNCTION_STATS = f"main.function_stats s JOIN main.functions f ON f.id = s.funct
 FUNCTION_ERRORS = f"main.function_errors e JOIN main.functions f ON f.id = e.function_id {_windowed('e')}"
 ERROR_SAMPLES = f"main.error_samples x JOIN main.functions f ON f.id = x.function_id {_windowed('x')}"
 ROUTE_STATS = f"main.route_stats r {_windowed('r')}"
+PATH_NODES = f"main.path_nodes n {_windowed('n')}"
+PATH_ERRORS = f"main.path_errors e {_windowed('e')}"
 
 
 class StoreSource:
@@ -146,6 +156,73 @@ class StoreSource:
                 agg.total_ns += _count(r[4])
                 merge(agg.hist, _histogram(r[5]))
         return result
+
+    def has_paths(self) -> bool:
+        """False for a store written before execution paths (schema 1): it is read as it is."""
+        rows = self._query("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'path_nodes'")
+        return bool(rows[0][0])
+
+    def path_aggregates(self, route: str | None = None, version: str | None = None) -> dict[tuple, PathAggregate]:
+        """``(route, version, path) -> PathAggregate``, ``path`` spelled with function names."""
+        if not self.has_paths():
+            return {}
+        names = {r[0]: r[1] for r in self._query("SELECT id, name FROM functions")}
+        where, params = _where(("n.route", route), ("p.version", version))
+        rows = self._query(
+            f"SELECT n.route, p.version, n.path, sum(n.calls), sum(n.errors), sum(n.total_ns), sum(n.self_ns)"
+            f" FROM {PATH_NODES} {where} GROUP BY 1, 2, 3",
+            params,
+        )
+        result: dict[tuple, PathAggregate] = {}
+        with self._decoding("path_nodes"):
+            for r in rows:
+                path = self._path_names(r[2], names)
+                key = (r[0], r[1], path)
+                agg = result.get(key)  # two store paths may spell the same names (a function recorded twice)
+                if agg is None:
+                    agg = result[key] = PathAggregate(path)
+                agg.calls += _count(r[3])
+                agg.errors += _count(r[4])
+                agg.total_ns += _count(r[5])
+                agg.self_ns += _count(r[6])
+            where, params = _where(("e.route", route), ("p.version", version))
+            for r in self._query(
+                f"SELECT e.route, p.version, e.path, e.exception_type, sum(e.count) FROM {PATH_ERRORS} {where}"
+                " GROUP BY 1, 2, 3, 4",
+                params,
+            ):
+                agg = result.get((r[0], r[1], self._path_names(r[2], names)))
+                if agg is not None:
+                    agg.errors_by_type[r[3]] = agg.errors_by_type.get(r[3], 0) + _count(r[4])
+        locations = self.code_locations(version)
+        for (_route, _version, path), agg in result.items():
+            where = locations.get(path[-1])
+            if where is not None:
+                agg.file, agg.line = where[0], where[1]
+        return result
+
+    def _path_names(self, text: str, names: dict[int, str]) -> tuple[str, ...]:
+        parts = []
+        for part in str(text).split("/"):
+            if part == "*":
+                parts.append(OTHER_PATHS)
+            else:
+                name = names.get(int(part))
+                if name is None:
+                    raise ValueError(f"path {text!r} names no recorded function")
+                parts.append(name)
+        return tuple(parts)
+
+    def code_locations(self, version: str | None = None) -> dict[str, tuple[str, int, str]]:
+        """``function -> (file, first line, code hash)`` in ``version`` (with None: the latest
+        version that recorded it)."""
+        where, params = _where(("c.version", version))
+        rows = self._query(
+            "SELECT f.name, c.file, c.line, c.code_hash, c.version FROM function_code c"
+            f" JOIN functions f ON f.id = c.function_id {where} ORDER BY c.rowid",
+            params,
+        )
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
     def code_hashes(self, version: str) -> dict[str, str]:
         """``function name -> code hash`` for the functions recorded under ``version``."""
