@@ -1,0 +1,266 @@
+"""Execution paths: the call tree the sensor records, on both implementations, and on real apps.
+
+In-process: a module with a known call structure is imported under a sensor of each
+implementation (with the front end of the running Python), called inside one request table, and
+the table's path nodes are read back as paths of function names. Then real Flask and FastAPI apps
+under ``opentelemetry-instrument``: the tree read through ``funcsight tree`` has exactly the nodes
+their code makes, and every function's calls equal the sum over its nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import itertools
+import json
+
+import pytest
+from helpers import calls_map, cli_json, get_ok, store_env
+
+from funcsight.config import Config
+from funcsight.instrumentation.calls import current_request
+from funcsight.instrumentation.paths import OTHER
+from funcsight.instrumentation.registry import FunctionRegistry
+from funcsight.instrumentation.selection import CodeSelector
+from funcsight.instrumentation.sensor import make_sensor
+from funcsight.processors.windows import make_windows
+from test_sensor import _require
+
+_names = itertools.count()
+
+TREE = '''
+import asyncio
+
+
+def shared(x):
+    return x + 1
+
+
+def left(n):
+    return shared(n) + shared(n + 1)
+
+
+def right(n):
+    return shared(n)
+
+
+def view(n):
+    return left(n) + right(n)
+
+
+def fact(n):
+    return 1 if n <= 1 else n * fact(n - 1)
+
+
+def ping(n):
+    return n if n <= 0 else pong(n - 1)
+
+
+def pong(n):
+    return n if n <= 0 else ping(n - 1)
+
+
+def deep3():
+    raise KeyError("x")
+
+
+def deep2():
+    deep3()
+
+
+def deep1():
+    try:
+        deep2()
+    except KeyError:
+        return "caught"
+
+
+def numbers(n):
+    for i in range(n):
+        yield shared(i)
+
+
+def consume(n):
+    return sum(numbers(n))
+
+
+async def inner(x):
+    await asyncio.sleep(0)
+    return shared(x)
+
+
+async def outer(x):
+    return await inner(x) + await inner(x + 1)
+
+
+def chain(depth):
+    return depth if depth <= 0 else chain_step(depth)
+
+
+def chain_step(depth):
+    return chain(depth - 1)
+'''
+
+
+@pytest.fixture(params=["python", "c"])
+def impl(request) -> str:
+    _require(request.param)
+    return request.param
+
+
+class TreeHarness:
+    def __init__(self, impl: str, directory, **config):
+        self.name = f"fs_tree_{impl}_{next(_names)}"
+        cfg = Config(include=("fs_tree_*",), implementation=impl, **config)
+        self.registry = FunctionRegistry()
+        self.sensor = make_sensor(cfg, self.registry, CodeSelector(cfg))
+        (directory / f"{self.name}.py").write_text(TREE)
+        importlib.invalidate_caches()
+        self.sensor.start()
+        self.mod = importlib.import_module(self.name)
+
+    def run(self, work) -> object:
+        """``work()`` inside one request: its call table."""
+        table = self.sensor.sink.new_table()
+        token = current_request.set(table)
+        try:
+            work()
+        finally:
+            current_request.reset(token)
+        return table
+
+    def nodes(self, table) -> dict[tuple[str, ...], list]:
+        """Path (short function names) -> [calls, errors, total, self]."""
+        prefix = self.name + "."
+        names = {fid: info.name.removeprefix(prefix) for fid, info in enumerate(self.registry.functions)}
+        out = {}
+        for node, counts in table.paths.items():
+            path = tuple("(other paths)" if f == OTHER else names[f] for f in self.sensor.paths.path_of(node))
+            out[path] = list(counts[:4])
+        return out
+
+    def calls(self, table) -> dict[str, int]:
+        prefix = self.name + "."
+        return {self.registry.functions[fid].name.removeprefix(prefix): s[0] for fid, s in table.stats.items()}
+
+    def stop(self) -> None:
+        self.sensor.stop()
+
+
+@pytest.fixture
+def harness(impl, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    made = []
+
+    def factory(**config) -> TreeHarness:
+        h = TreeHarness(impl, tmp_path, **config)
+        made.append(h)
+        return h
+
+    yield factory
+    for h in made:
+        h.stop()
+
+
+def _calls(nodes: dict) -> dict:
+    return {path: counts[0] for path, counts in nodes.items()}
+
+
+def _sum_by_function(nodes: dict) -> dict:
+    total: dict[str, int] = {}
+    for path, counts in nodes.items():
+        total[path[-1]] = total.get(path[-1], 0) + counts[0]
+    return total
+
+
+def test_a_helper_under_two_callers_has_two_nodes(harness):
+    h = harness()
+    table = h.run(lambda: [h.mod.view(i) for i in range(5)])
+    nodes = h.nodes(table)
+    assert _calls(nodes) == {
+        ("view",): 5,
+        ("view", "left"): 5,
+        ("view", "left", "shared"): 10,
+        ("view", "right"): 5,
+        ("view", "right", "shared"): 5,
+    }
+    assert _sum_by_function(nodes) == h.calls(table)  # the function figures are the nodes' sums
+    # Times add up: a node's total is its self time plus its children's totals (exactly, in ns).
+    view, left, right = nodes[("view",)], nodes[("view", "left")], nodes[("view", "right")]
+    assert view[2] == view[3] + left[2] + right[2]
+    assert left[2] == left[3] + nodes[("view", "left", "shared")][2]
+
+
+def test_recursion_is_folded_into_the_ancestor(harness):
+    h = harness()
+    table = h.run(lambda: (h.mod.fact(6), h.mod.ping(5)))
+    assert _calls(h.nodes(table)) == {
+        ("fact",): 6,  # fact(6) .. fact(1): one node, every level counted
+        ("ping",): 3,  # ping(5), ping(3), ping(1)
+        ("ping", "pong"): 3,  # pong(4), pong(2), pong(0)
+    }
+    assert _sum_by_function(h.nodes(table)) == h.calls(table)
+
+
+def test_an_exception_unwinding_three_levels_counts_at_each_node(harness):
+    h = harness()
+    table = h.run(lambda: [h.mod.deep1() for _ in range(4)])
+    nodes = h.nodes(table)
+    assert {path: counts[:2] for path, counts in nodes.items()} == {
+        ("deep1",): [4, 0],  # caught here
+        ("deep1", "deep2"): [4, 4],
+        ("deep1", "deep2", "deep3"): [4, 4],
+    }
+    by_type = {(h.sensor.paths.path_of(node)[-1], exc.__name__): n for (node, exc), n in table.path_errors.items()}
+    assert by_type == {(h.registry.lookup(f"{h.name}.deep2"), "KeyError"): 4,
+                       (h.registry.lookup(f"{h.name}.deep3"), "KeyError"): 4}
+
+
+def test_generators_and_coroutines_nest_under_their_consumer_and_awaiter(harness):
+    h = harness()
+    table = h.run(lambda: (h.mod.consume(4), asyncio.run(h.mod.outer(1))))
+    assert _calls(h.nodes(table)) == {
+        ("consume",): 1,
+        ("consume", "numbers"): 1,  # one invocation, first entry to final exit
+        ("consume", "numbers", "shared"): 4,
+        ("outer",): 1,
+        ("outer", "inner"): 2,
+        ("outer", "inner", "shared"): 2,
+    }
+
+
+def test_depth_cap_folds_deeper_calls_into_one_node(harness):
+    h = harness(max_path_depth=3)
+    table = h.run(lambda: h.mod.chain(5))
+    # chain -> chain_step -> (chain: recursion, folded) ...: the tree stays two levels deep.
+    assert _calls(h.nodes(table)) == {("chain",): 6, ("chain", "chain_step"): 5}
+
+
+def test_calls_below_the_depth_cap_land_in_one_other_paths_node(harness):
+    h = harness(max_path_depth=2)
+    table = h.run(lambda: [h.mod.view(1) for _ in range(2)])
+    assert _calls(h.nodes(table)) == {
+        ("view",): 2, ("view", "left"): 2, ("view", "right"): 2,
+        ("view", "left", "(other paths)"): 4, ("view", "right", "(other paths)"): 2,
+    }
+    assert sum(c for p, c in _calls(h.nodes(table)).items() if p[-1] == "(other paths)") == h.calls(table)["shared"]
+
+
+@pytest.mark.parametrize("window_impl", ["python", "c"])
+def test_the_route_cap_folds_new_nodes_into_other_paths_and_counts_them(harness, window_impl):
+    h = harness()
+    windows = make_windows(implementation=window_impl, paths=h.sensor.paths, max_paths=3)
+    windows.add_request("/r", h.run(lambda: h.mod.view(1)), 1000, False)
+    windows.add_request("/r", h.run(lambda: h.mod.consume(2)), 1000, False)
+    window = windows.drain()
+    name = {fid: info.name.removeprefix(h.name + ".") for fid, info in enumerate(h.registry.functions)}
+    got = {tuple("(other paths)" if f == OTHER else name[f] for f in path): counts[0]
+           for (route, path), counts in window.paths.items()}
+    # The first three nodes of the first request are kept (in the order the table holds them);
+    # every later new node lands in the (other paths) child of its deepest kept ancestor.
+    kept = {path: n for path, n in got.items() if "(other paths)" not in path}
+    assert len(kept) == 3
+    assert sum(got.values()) == 10  # every call is still counted: view(1) makes 6 calls, consume(2) 4
+    assert window.counters.overflow_paths == 8 - 3  # 8 distinct nodes, 3 kept
+    functions = {name[fid]: stats[0] for (fid, route), stats in window.functions.items()}
+    assert functions == {"view": 1, "left": 1, "right": 1, "shared": 5, "consume": 1, "numbers": 1}
