@@ -28,13 +28,15 @@ from funcsight.analysis.breakdown import AnalysisError, check_filters, function_
 from funcsight.analysis.compare import diff, explain
 from funcsight.analysis.errors import error_records, known_functions
 from funcsight.durations import EXAMPLES, parse_duration
+from funcsight.analysis.tree import call_tree, call_tree_diff
 from funcsight.mcp_server import models as m
 from funcsight.mcp_server import sql as sqlmod
+from funcsight.mcp_server import tree_models as tm
 from funcsight.sources import Source, SourceError, open_source
 
 TOOL_NAMES = (
     "list_versions", "list_routes", "route_breakdown", "function_stats", "compare_versions",
-    "explain_route_change", "list_anomalies", "recent_errors", "query",
+    "explain_route_change", "list_anomalies", "recent_errors", "call_tree", "locate_function", "query",
 )
 
 Version = Annotated[str, Field(description="a deployment version exactly as list_versions shows it, e.g. \"1.1\"")]
@@ -52,6 +54,12 @@ PartsLimit = Annotated[int, Field(ge=1, le=500, description="at most this many p
 AnomaliesLimit = Annotated[int, Field(ge=1, le=200, description="at most this many anomalies (default 20)")]
 ErrorsLimit = Annotated[int, Field(ge=1, le=100, description="at most this many exception groups (default 10)")]
 Sql = Annotated[str, Field(description="one SELECT or WITH ... SELECT statement")]
+OptionalBaseline = Annotated[str | None, Field(description="with candidate: compare two versions (as list_versions shows them)")]
+OptionalCandidate = Annotated[str | None, Field(description="with baseline: the later version")]
+MaxDepth = Annotated[int, Field(ge=1, le=64, description="levels below the route to include (default 8)")]
+MinShare = Annotated[float, Field(ge=0.0, le=1.0, description="leave out nodes under this share of the route's time, 0..1 (default 0.005)")]
+NodesLimit = Annotated[int, Field(ge=1, le=1000, description="at most this many nodes, the most time first (default 150)")]
+PathsLimit = Annotated[int, Field(ge=1, le=200, description="at most this many call paths (default 20)")]
 FunctionName = Annotated[str, Field(description="module.qualname, e.g. \"shop.db.fetch_price\" (or an outbound span name)")]
 
 
@@ -297,6 +305,64 @@ class FuncsightTools:
         return _reply(m.ErrorsResult(
             function=function, route=route, version=version, errors=entries, total=len(records), omitted=len(records) - len(kept),
             note=m.cut_note(len(records), len(kept), "exception groups", "filter by function, route or version, or raise limit"),
+        ))
+
+    def call_tree(self, route: Route, version: OptionalVersion = None, baseline: OptionalBaseline = None,
+                  candidate: OptionalCandidate = None, max_depth: MaxDepth = 8, min_share: MinShare = 0.005,
+                  max_nodes: NodesLimit = 150) -> Annotated[CallToolResult, tm.CallTreeResult]:
+        """The call tree of one route: which sensed functions ran under which, per request - calls,
+        total and self time, share of the route's time, errors, and each function's file and line.
+        With baseline + candidate: the differential tree (every node with its `before` figures,
+        nodes marked `new` or `vanished`), which shows an N+1 as a callee whose calls per request
+        jumped under one caller, and names that caller.
+
+        Use it after explain_route_change or route_breakdown to find the call site of a change."""
+        if (baseline is None) != (candidate is None):
+            raise ToolError("pass both baseline and candidate (or neither, with an optional version)")
+        if baseline is not None and version is not None:
+            raise ToolError("version cannot be combined with baseline/candidate")
+        with self._source() as source:
+            tree = call_tree_diff(source, route, baseline, candidate) if baseline else call_tree(source, route, version)
+        data = tree.as_dict(max_depth, min_share)
+        cut, shown, total = tm.bounded_tree(data, max_nodes)
+        return _reply(tm.CallTreeResult(
+            route=tree.route, version=tree.version, baseline=tree.baseline, requests=tree.requests, tree=cut,
+            nodes_shown=shown, nodes_total=total,
+            note=m.cut_note(total, shown, "nodes", "raise max_nodes / max_depth or lower min_share; "
+                            "children_omitted counts what is left out under a node"),
+        ))
+
+    def locate_function(self, function: FunctionName, baseline: OptionalBaseline = None,
+                        candidate: OptionalCandidate = None, limit: PathsLimit = 20) -> Annotated[CallToolResult, tm.LocateResult]:
+        """Where a function's code is (file, first line, code hash, per version), whether its code
+        changed between baseline and candidate, and the call paths that reach it (route, the
+        functions from the route's entry down to it, calls).
+
+        Use it to open the right file and to see which caller drives a function's calls."""
+        if (baseline is None) != (candidate is None):
+            raise ToolError("pass both baseline and candidate (or neither)")
+        with self._source() as source:
+            locations = []
+            for info in source.versions():
+                where = source.code_locations(info.version).get(function)
+                if where is not None:
+                    locations.append(tm.Location(version=info.version, file=where[0], line=where[1], code_hash=where[2]))
+            paths = [(route, version, path, agg.calls)
+                     for (route, version, path), agg in source.path_aggregates().items() if path[-1] == function]
+            if not locations and not paths:
+                close = difflib.get_close_matches(function, known_functions(source), n=3)
+                raise ToolError(f"no function {function!r} recorded" + (f"; did you mean {', '.join(map(repr, close))}?" if close else ""))
+        changed = None
+        if baseline is not None:
+            hashes = {loc.version: loc.code_hash for loc in locations}
+            if baseline in hashes and candidate in hashes:
+                changed = hashes[baseline] != hashes[candidate]
+        paths.sort(key=lambda p: (-p[3], p[0], p[2]))
+        kept = paths[:limit]
+        return _reply(tm.LocateResult(
+            function=function, locations=locations, code_changed=changed,
+            paths=[tm.Caller(route=r, version=v, path=list(p), calls=c) for r, v, p, c in kept],
+            total_paths=len(paths), note=m.cut_note(len(paths), len(kept), "call paths", "raise limit to see them"),
         ))
 
     def query(self, sql: Sql) -> Annotated[CallToolResult, m.QueryResult]:

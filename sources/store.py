@@ -323,6 +323,10 @@ def _where(*conditions: tuple[str, object]) -> tuple[str, tuple]:
 
 
 # ------------------------------------------------------------------ agents' SQL (MCP `query`)
+# A node's parent path and a path's last id, with SQLite's string functions: rtrim(x, chars) drops
+# trailing characters found in `chars`, and replace(x, '/', '') is every character but '/'.
+_PARENT = "rtrim(rtrim(n.path, replace(n.path, '/', '')), '/')"
+_LAST_PART = "replace({0}, rtrim({0}, replace({0}, '/', '')), '')"
 # name -> (one-line description, column docs, SQL). Units are in the column names (_s = Unix
 # seconds, _ms = milliseconds).
 VIEWS: dict[str, tuple[str, str, str]] = {
@@ -361,6 +365,17 @@ VIEWS: dict[str, tuple[str, str, str]] = {
         """SELECT s.trace_id, s.span_id, s.parent_span_id, p.version, s.name, s.start AS start_s,
                   s.duration_ns / 1e6 AS duration_ms, s.exception_type, s.attributes AS attributes_json
            FROM main.spans s LEFT JOIN main.processes p ON p.id = s.process_id""",
+    ),
+    "call_paths": (
+        "one row per export window x route x call-tree node: a function at a path (who called it, from the route's entry)",
+        "window_id, window_start_s, version, route, function (null for an '(other paths)' node), caller (the function "
+        "that called it; null at the route's entry), depth (1 = called by the framework for the route), path_ids (store "
+        "function ids from the entry, '/'-joined, '*' = other paths), calls, errors, total_ms, self_ms",
+        f"""SELECT w.id AS window_id, w.start AS window_start_s, p.version, n.route, f.name AS function, cf.name AS caller,
+                  length(n.path) - length(replace(n.path, '/', '')) + 1 AS depth, n.path AS path_ids,
+                  n.calls, n.errors, n.total_ns / 1e6 AS total_ms, n.self_ns / 1e6 AS self_ms
+           FROM {PATH_NODES} LEFT JOIN main.functions f ON f.id = n.function_id
+           LEFT JOIN main.functions cf ON cf.id = CAST({_LAST_PART.format(_PARENT)} AS INTEGER)""",
     ),
     "deployments": (
         "one row per version x service: processes and time range",

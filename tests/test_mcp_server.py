@@ -29,7 +29,7 @@ from mcp.client.stdio import stdio_client  # noqa: E402
 from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 
 TOOLS = {"list_versions", "list_routes", "route_breakdown", "function_stats", "compare_versions",
-         "explain_route_change", "list_anomalies", "recent_errors", "query"}
+         "explain_route_change", "list_anomalies", "recent_errors", "call_tree", "locate_function", "query"}
 CART, CHECKOUT = "/cart/<int:user>", "/checkout/<int:user>"
 TIME_LIMIT_S = 2.0  # funcsight.mcp_server.sql.TIME_LIMIT_MS
 CLI = [sys.executable, "-m", "funcsight.cli.main"]
@@ -121,7 +121,7 @@ def test_lists_exactly_the_named_tools_with_schemas(client):
         assert len(tool.description) > 100, tool.name
         assert tool.output_schema and tool.output_schema["type"] == "object", tool.name
         assert tool.annotations.read_only_hint is True and tool.annotations.destructive_hint is False
-    for view in ("calls", "requests", "exceptions", "exception_samples", "slow_spans", "deployments"):
+    for view in ("calls", "requests", "exceptions", "exception_samples", "slow_spans", "call_paths", "deployments"):
         assert f"- {view}:" in tools["query"].description
     # units are in the field names or the schema
     breakdown = tools["route_breakdown"].output_schema["$defs"]["BreakdownItem"]["properties"]
@@ -178,6 +178,52 @@ def test_route_breakdown_shows_the_n_plus_one(client):
     assert "not shown" in got["note"]
     everything = client.ok("route_breakdown", {"route": CART, "version": "1.1", "limit": 500})
     assert _close(got["omitted_self_ms_per_request"], sum(i["self_ms_per_request"] for i in everything["items"][3:]), 1e-3)
+
+
+def _flatten(node: dict, path: tuple = ()) -> dict:
+    out = {}
+    for child in node["children"]:
+        out[path + (child["function"],)] = child
+        out.update(_flatten(child, path + (child["function"],)))
+    return out
+
+
+def test_call_tree_matches_cli_and_names_the_caller_of_the_n_plus_one(client, cli):
+    expected = cli("tree", "--route", CART, "--baseline", "1.0", "--candidate", "1.1")
+    got = client.ok("call_tree", {"route": CART, "baseline": "1.0", "candidate": "1.1", "max_depth": 64,
+                                  "min_share": 0, "max_nodes": 1000})
+    assert got["nodes_shown"] == got["nodes_total"] and got["note"] is None
+    cli_nodes, mcp_nodes = _flatten(expected["root"]), _flatten(got["tree"]["root"])
+    assert set(mcp_nodes) == set(cli_nodes)
+    for path, node in cli_nodes.items():
+        assert _close(mcp_nodes[path]["calls_per_request"], node["calls_per_request"])
+        assert _close(mcp_nodes[path]["total_ms_per_request"], node["total_ms_per_request"])
+    # The planted N+1: in 1.1 fetch_price is a new callee of load_price, called several times per
+    # request; the node says so and carries the caller's file and line.
+    n_plus_one = [(path, node) for path, node in mcp_nodes.items() if path[-1] == "shop.db.fetch_price"]
+    assert n_plus_one and all(node["status"] == "new" and path[-2] == "shop.pricing.load_price" for path, node in n_plus_one)
+    assert max(node["calls_per_request"] for _, node in n_plus_one) > 3
+    assert all(node["file"].endswith("db.py") and node["line"] > 0 for _, node in n_plus_one)
+
+
+def test_call_tree_is_bounded_in_nodes_and_bytes(client):
+    result = client.call("call_tree", {"route": CHECKOUT, "version": "1.1", "max_nodes": 3, "max_depth": 64, "min_share": 0})
+    data = result.structured_content
+    assert data["nodes_shown"] == 3 < data["nodes_total"] and "not shown" in data["note"]
+    assert len(_flatten(data["tree"]["root"])) == 2  # the root and two nodes, the most time first
+    assert sum(len(c.text.encode()) for c in result.content) < 20_000
+
+
+def test_locate_function_gives_file_line_and_the_paths_that_reach_it(client, cli):
+    got = client.ok("locate_function", {"function": "shop.checkout.place_order", "baseline": "1.0", "candidate": "1.1"})
+    assert [loc["version"] for loc in got["locations"]] == ["1.0", "1.1"]
+    assert all(loc["file"].endswith("checkout.py") and loc["line"] > 0 for loc in got["locations"])
+    assert got["code_changed"] is False  # the demo changes other functions between the releases
+    routes = {(p["route"], p["version"]) for p in got["paths"]}
+    assert (CHECKOUT, "1.1") in routes and all(p["path"][-1] == "shop.checkout.place_order" for p in got["paths"])
+    calls = {f["route"]: f["calls"] for f in cli("functions", "--version", "1.1") if f["function"] == "shop.checkout.place_order"}
+    assert sum(p["calls"] for p in got["paths"] if p["version"] == "1.1") == sum(calls.values())
+    assert "no function" in client.error("locate_function", {"function": "shop.nothing"})
 
 
 @pytest.mark.parametrize("function", ["shop.db.fetch_price", "shop.db.fetch_prices", "shop.checkout.place_order"])
