@@ -4,6 +4,11 @@ Once per window, off the request path, each function x route series adds its win
 OpenTelemetry counters; the SDK keeps them cumulative and any reader or exporter (OTLP, Prometheus)
 takes them from there. Nothing here runs per call.
 
+Call paths travel as edges: per route, caller and callee, the calls, total and self time of the
+callee under that caller (``funcsight.edge.*`` with ``funcsight.caller``; the route's entry points
+have the caller ``(route)``). Full paths stay in the store; a tree rebuilt from edges is exact
+unless one function is reached by two paths through callers of the same name.
+
 The duration distribution travels as a counter per bucket with an ``le`` attribute (cumulative over
 ``le``, Prometheus' histogram layout), because the metrics API has no way to record pre-aggregated
 histograms: ``histogram_quantile`` works on it as on any Prometheus histogram. Bucket bounds are
@@ -33,6 +38,8 @@ DROPPED_REASONS = (
     ("dropped_span_batches", "span_queue_full"),  # requests whose function spans found the queue full
     ("processor_failures", "processor_failure"),  # spans the rollup processor could not read
     ("sensor_errors", "sensor_error"),  # failures inside the sensor (never raised to the app)
+    ("overflow_paths", "path_cap"),  # call-tree nodes past FUNCSIGHT_MAX_PATHS: folded into (other paths)
+    ("paths_dropped", "path_node_cap"),  # call edges past the process's node cap: folded likewise
 )
 
 
@@ -51,6 +58,9 @@ class MetricsBridge:
         self.route_errors = meter.create_counter(names.ROUTE_ERRORS, unit="{request}", description="Failed requests per route")
         self.route_duration = meter.create_counter(names.ROUTE_DURATION, unit="s", description="Request duration per route, summed")
         self.route_buckets = meter.create_counter(names.ROUTE_DURATION_BUCKETS, unit="{request}", description="Requests with duration at or below le seconds")
+        self.edge_calls = meter.create_counter(names.EDGE_CALLS, unit="{call}", description="Calls of a function by a caller, by route")
+        self.edge_duration = meter.create_counter(names.EDGE_DURATION, unit="s", description="Duration of a function's calls by a caller, summed")
+        self.edge_self_time = meter.create_counter(names.EDGE_SELF_TIME, unit="s", description="Self time of a function's calls by a caller, summed")
         self.dropped = meter.create_counter(names.DROPPED, unit="{item}", description="What funcsight had to drop, by reason")
 
     def consume(self, window: Window) -> None:
@@ -74,11 +84,22 @@ class MetricsBridge:
             self.route_errors.add(failed, attrs)
             self.route_duration.add(total_ns / 1e9, attrs)
             _add_buckets(self.route_buckets, hist, attrs)
+        for (route, caller, callee), (calls, total_ns, self_ns) in call_edges(window.paths).items():
+            attrs = {names.HTTP_ROUTE: route, names.CALLER: self._name(caller), names.CODE_FUNCTION_NAME: self._name(callee),
+                     names.SERVICE_VERSION: self.version}
+            self.edge_calls.add(calls, attrs)
+            self.edge_duration.add(total_ns / 1e9, attrs)
+            self.edge_self_time.add(self_ns / 1e9, attrs)
         counters = window.counters
         for name, reason in DROPPED_REASONS:
             count = getattr(counters, name)
             if count > 0:
                 self.dropped.add(count, {"reason": reason})
+
+    def _name(self, fid: int | None) -> str:
+        if fid is None:
+            return names.ROUTE_ENTRY
+        return names.OTHER_PATHS if fid < 0 else self.registry.functions[fid].name
 
     def forget_parent_totals(self) -> bool:
         """In a forked child: drop the cumulative totals copied from the parent for funcsight's
@@ -104,7 +125,26 @@ class MetricsBridge:
 
     def _instruments(self) -> tuple:
         return (self.calls, self.errors, self.duration, self.self_time, self.buckets, self.requests,
-                self.route_errors, self.route_duration, self.route_buckets, self.dropped)
+                self.route_errors, self.route_duration, self.route_buckets, self.edge_calls, self.edge_duration,
+                self.edge_self_time, self.dropped)
+
+
+def call_edges(paths: dict) -> dict[tuple, list]:
+    """``(route, caller fid or None at the entry, callee fid) -> [calls, total_ns, self_ns]`` summed
+    over the window's path nodes."""
+    edges: dict[tuple, list] = {}
+    for (route, path), (calls, _errors, total_ns, self_ns) in paths.items():
+        if not path:
+            continue
+        key = (route, path[-2] if len(path) > 1 else None, path[-1])
+        into = edges.get(key)
+        if into is None:
+            edges[key] = [calls, total_ns, self_ns]
+        else:
+            into[0] += calls
+            into[1] += total_ns
+            into[2] += self_ns
+    return edges
 
 
 def _add_buckets(counter, hist: dict[int, int], attrs: dict) -> None:

@@ -13,6 +13,7 @@ SERVICE_VERSION = "service.version"
 SERVICE_INSTANCE_ID = "service.instance.id"
 
 # funcsight's own attributes.
+CALLER = "funcsight.caller"  # the calling function of an edge; ROUTE_ENTRY at the route's entry
 FUNCTION_KIND = "funcsight.function.kind"  # "function" (sensed code) or "span" (another span)
 BUCKET_LE = "le"  # upper bound of a duration bucket, seconds, as Prometheus spells it
 
@@ -26,8 +27,13 @@ ROUTE_REQUESTS = "funcsight.route.requests"  # funcsight_route_requests_total
 ROUTE_ERRORS = "funcsight.route.errors"
 ROUTE_DURATION = "funcsight.route.duration"
 ROUTE_DURATION_BUCKETS = "funcsight.route.duration.buckets"
+EDGE_CALLS = "funcsight.edge.calls"  # funcsight_edge_calls_total{funcsight_caller=...}
+EDGE_DURATION = "funcsight.edge.duration"  # funcsight_edge_duration_seconds_total
+EDGE_SELF_TIME = "funcsight.edge.self_time"  # funcsight_edge_self_time_seconds_total
 DROPPED = "funcsight.dropped"  # series, spans or windows funcsight had to drop, by reason
 
 BACKGROUND_ROUTE = "(background)"  # calls that ran outside any request or task
 UNMATCHED_ROUTE = "(unmatched)"  # a request whose framework set no route (404s)
-OVERFLOW_ROUTE = "(overflow)"  # series beyond the cardinality cap
+OVERFLOW_ROUTE = "(overflow)"
+ROUTE_ENTRY = "(route)"  # the caller of a route's entry points, in call edges
+OTHER_PATHS = "(other paths)"  # a call-tree node the path caps folded  # series beyond the cardinality cap

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, TypedDict
 
+from funcsight import names
+
 
 class SourceError(Exception):
     """A source that cannot be read: a missing, damaged or foreign store file, or a Prometheus server
@@ -92,7 +94,7 @@ class PathAggregate:
     errors_by_type: dict = field(default_factory=dict)
 
 
-OTHER_PATHS = "(other paths)"
+OTHER_PATHS = names.OTHER_PATHS
 
 SeriesRow = tuple  # (start, end, function, kind, route, version, calls, errors, total_ns)
 RouteSeriesRow = tuple  # (start, end, route, version, requests)

@@ -289,6 +289,38 @@ def test_routes_give_the_stores_requests_and_prometheus_percentiles(fleet):
         assert abs(by_prom[k]["p95_ms"] - expected_ms) <= 1e-3 + 1e-6 * expected_ms, (k, by_prom[k]["p95_ms"], expected_ms)
 
 
+def _tree_nodes(root: dict, path: tuple = ()) -> dict:
+    out = {}
+    for child in root["children"]:
+        out[path + (child["function"],)] = child
+        out.update(_tree_nodes(child, path + (child["function"],)))
+    return out
+
+
+def test_call_trees_from_prometheus_edges_match_the_stores(fleet):
+    """The sample app reaches no function through two same-named callers on different paths, so
+    the tree rebuilt from the exported caller -> callee edges is the store's, node for node."""
+    routes = {r["route"] for r in _json("routes", "--db", str(fleet.db))}
+    assert len(routes) >= 3
+    for route in sorted(routes):
+        for version in ("1.0", "1.1"):
+            args = ("tree", "--route", route, "--version", version)
+            store, prom = _both(fleet, *args) if _has_requests(fleet, route, version) else (None, None)
+            if store is None:
+                continue
+            by_store, by_prom = _tree_nodes(store["root"]), _tree_nodes(prom["root"])
+            assert set(by_prom) == set(by_store), (route, version)
+            for path, node in by_store.items():
+                other = by_prom[path]
+                assert other["calls_per_request"] == node["calls_per_request"], (route, version, path)
+                assert abs(other["total_ms_per_request"] - node["total_ms_per_request"]) <= 2e-3, (route, version, path)
+                assert abs(other["self_ms_per_request"] - node["self_ms_per_request"]) <= 2e-3, (route, version, path)
+
+
+def _has_requests(fleet, route: str, version: str) -> bool:
+    return any(r["route"] == route and r["version"] == version for r in _json("routes", "--db", str(fleet.db)))
+
+
 def test_versions_lists_both_releases(fleet):
     store, prom = _both(fleet, "versions")
     assert [v["version"] for v in prom] == [v["version"] for v in store] == ["1.0", "1.1"]

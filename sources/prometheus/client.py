@@ -29,6 +29,9 @@ ROUTE_REQUESTS = "funcsight_route_requests_total"
 ROUTE_ERRORS = "funcsight_route_errors_total"
 ROUTE_DURATION = "funcsight_route_duration_seconds_total"
 ROUTE_BUCKETS = "funcsight_route_duration_buckets_total"
+EDGE_CALLS = "funcsight_edge_calls_total"
+EDGE_DURATION = "funcsight_edge_duration_seconds_total"
+EDGE_SELF_TIME = "funcsight_edge_self_time_seconds_total"
 
 
 def label_name(attribute: str) -> str:
@@ -41,6 +44,7 @@ KIND = label_name(names.FUNCTION_KIND)  # funcsight_function_kind
 ROUTE = label_name(names.HTTP_ROUTE)  # http_route
 VERSION = label_name(names.SERVICE_VERSION)  # service_version
 EXCEPTION = label_name(names.EXCEPTION_TYPE)  # exception_type
+CALLER = label_name(names.CALLER)  # funcsight_caller
 LE = names.BUCKET_LE
 TARGET = ("job", "instance")  # what tells processes (scrape targets) apart
 PRESENCE = f'{{__name__=~"{ROUTE_REQUESTS}|{FUNCTION_CALLS}"}}'

@@ -8,9 +8,10 @@ import time
 
 from funcsight.durations import parse_duration
 from funcsight.histogram import buckets_to_hist, le_ns
-from funcsight.sources.base import Aggregate, ErrorRecord, RouteAggregate, VersionInfo
+from funcsight import names
+from funcsight.sources.base import Aggregate, ErrorRecord, PathAggregate, RouteAggregate, VersionInfo
 from funcsight.sources.prometheus.client import (
-    EXCEPTION, FUNCTION, FUNCTION_BUCKETS, FUNCTION_CALLS, FUNCTION_DURATION, FUNCTION_ERRORS, FUNCTION_SELF_TIME, KIND, LE,
+    CALLER, EDGE_CALLS, EDGE_DURATION, EDGE_SELF_TIME, EXCEPTION, FUNCTION, FUNCTION_BUCKETS, FUNCTION_CALLS, FUNCTION_DURATION, FUNCTION_ERRORS, FUNCTION_SELF_TIME, KIND, LE,
     ROUTE, ROUTE_BUCKETS, ROUTE_DURATION, ROUTE_ERRORS, ROUTE_REQUESTS, VERSION, PrometheusClient,
 )
 from funcsight.sources.prometheus.extent import Extent
@@ -118,6 +119,42 @@ class PrometheusSource:
     def code_hashes(self, version: str) -> dict[str, str]:
         """Not in the metrics: the version diff then reports ``code_changed`` as unknown (null)."""
         return {}
+
+    def code_locations(self, version: str | None = None) -> dict[str, tuple[str, int, str]]:
+        """Not in the metrics (the file rides on the function series, the line and hash do not)."""
+        return {}
+
+    def path_aggregates(self, route: str | None = None, version: str | None = None) -> dict[tuple, PathAggregate]:
+        """The call tree rebuilt from the caller -> callee edges (``funcsight_edge_*``): from the
+        route's entry (caller ``(route)``) down, each function's callees are the edges it is the
+        caller of. A function already on the path ends it (recursion), as in the sensor. Exact
+        unless one function is reached through two callers of the same name on different paths;
+        then those paths share their figures below it."""
+        group = (ROUTE, VERSION, CALLER, FUNCTION)
+        filters = {ROUTE: route, VERSION: version}
+        edges: dict[tuple, list[float]] = {}
+        for column, metric in ((0, EDGE_CALLS), (1, EDGE_DURATION), (2, EDGE_SELF_TIME)):
+            for key, value in self.extent.grouped(metric, group, **filters).items():
+                edges.setdefault(key, [0.0, 0.0, 0.0])[column] = value
+        callees: dict[tuple, list] = {}
+        for (route_name, version_name, caller, callee), figures in edges.items():
+            callees.setdefault((route_name, version_name, caller), []).append((callee, figures))
+        result: dict[tuple, PathAggregate] = {}
+
+        def grow(route_name: str, version_name: str, path: tuple[str, ...]) -> None:
+            caller = path[-1] if path else names.ROUTE_ENTRY
+            for callee, (calls, total_s, self_s) in callees.get((route_name, version_name, caller), ()):
+                if callee in path or round(calls) <= 0:
+                    continue
+                child = path + (callee,)
+                result[(route_name, version_name, child)] = PathAggregate(
+                    child, calls=int(round(calls)), total_ns=int(round(total_s * 1e9)), self_ns=int(round(self_s * 1e9)))
+                if callee != names.OTHER_PATHS:
+                    grow(route_name, version_name, child)
+
+        for route_name, version_name in {(r, v) for r, v, _caller in callees}:
+            grow(route_name, version_name, ())
+        return result
 
     def series(self, version: str | None = None, since: float | None = None) -> list[tuple]:
         """Per step: ``(start, end, function, kind, route, version, calls, errors, total_ns)``."""
