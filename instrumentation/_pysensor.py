@@ -40,6 +40,9 @@ from funcsight.instrumentation.registry import (
 from funcsight.instrumentation.selection import MAIN_MODULE_NAMES, CodeSelector, main_module_name
 
 PLAIN, GENERATOR, COROUTINE = 0, 1, 2
+# Exits that are control flow, not errors: a generator's close, the end of an iteration (an
+# iterator's __next__ passing its source's StopIteration on).
+CONTROL_FLOW = (GeneratorExit, StopIteration, StopAsyncIteration)
 _TOOL_NAME = "funcsight"
 # 2 is PROFILER_ID (cProfile needs it) and 0/1/5 are claimed by debuggers, coverage and optimizers.
 _TOOL_IDS = (4, 3)
@@ -281,7 +284,7 @@ class PythonSensor:
                             del stack[depth:]
                             break
                 caller = stack[-1] if stack else None
-                if isinstance(exc, GeneratorExit):
+                if isinstance(exc, CONTROL_FLOW):
                     exc = None
                 try:
                     if deferred:
@@ -371,7 +374,7 @@ class PythonSensor:
                 return
             if type(exc) is RecursionError and offset == start_offsets[fid]:
                 return  # the frame failed in its PY_START callback, at the limit: nothing was pushed
-            if type(exc) is GeneratorExit:
+            if isinstance(exc, CONTROL_FLOW):
                 exc = None
             now = clock()
             stack = getattr(tls, "stack", None)

@@ -220,15 +220,18 @@ attribute(PyObject *attributes, PyObject *key, PyObject **owned)
     return value;
 }
 
-/* http.response.status_code (else the old http.status_code) is an int >= 500. */
+/* rollup.py's request_failed: with an HTTP status (http.response.status_code, else the old
+ * http.status_code) the request failed when it is >= 500, as the HTTP semantic conventions define
+ * server errors (a 404 whose span an instrumentation marked ERROR did not fail); without one, when
+ * the span's status is ERROR (an unhandled exception, a failed task). */
 static int
-server_error(PyObject *attributes)
+request_failed(PyObject *attributes, int status_is_error)
 {
     PyObject *owned;
     PyObject *status = attribute(attributes, s_status_new, &owned);
     if (status == NULL)
         status = attribute(attributes, s_status_old, &owned);
-    int failed = 0;
+    int failed = status_is_error;
     if (status != NULL && PyLong_Check(status)) {
         long code = PyLong_AsLong(status);
         failed = code >= 500;
@@ -290,7 +293,7 @@ end_request(RollupCore *self, PyObject *span, PyObject *table)
     }
     if ((status = PyObject_GetAttr(span, s_status)) == NULL || (code = PyObject_GetAttr(status, s_status_code)) == NULL)
         goto done;
-    int failed = code == self->status_error || server_error(attributes);
+    int failed = request_failed(attributes, code == self->status_error);
     int64_t elapsed = time_ns_of(span, s_end_time) - time_ns_of(span, s_start_time);
     /* max(0, end - start), as rollup.py: the clamp is here, fs_bucket_of takes any int64_t. */
     if (fold(self, route, table, elapsed > 0 ? elapsed : 0, failed) < 0)

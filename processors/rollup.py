@@ -71,11 +71,16 @@ def route_of(span: ReadableSpan, attributes=None) -> str:
     return UNMATCHED_ROUTE
 
 
-def _server_error(attributes) -> bool:
+def request_failed(attributes, status_is_error: bool) -> bool:
+    """With an HTTP status the request failed when it is 5xx, as the HTTP semantic conventions
+    define server errors (a 404 that an instrumentation marked ERROR did not fail); without one
+    (a task, a consumer), when the span's status is ERROR."""
     status = attributes.get("http.response.status_code")
     if status is None:
         status = attributes.get("http.status_code")
-    return isinstance(status, int) and status >= 500
+    if isinstance(status, int):
+        return status >= 500
+    return status_is_error
 
 
 # Every span the process starts and ends passes through on_start/on_end, and each public property
@@ -205,7 +210,7 @@ class RollupSpanProcessor(SpanProcessor):
             if self._by_trace.get(trace_id) is table:
                 del self._by_trace[trace_id]
             attributes = span.attributes or {}
-            failed = span.status.status_code is StatusCode.ERROR or _server_error(attributes)
+            failed = request_failed(attributes, span.status.status_code is StatusCode.ERROR)
             duration = max(0, (span.end_time or 0) - (span.start_time or 0))
             self.windows.add_request(route_of(span, attributes), table, duration, failed)
             if table.spans:

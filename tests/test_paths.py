@@ -99,6 +99,32 @@ def chain(depth):
 
 def chain_step(depth):
     return chain(depth - 1)
+
+
+class Pager:
+    def __init__(self, n):
+        self.source = iter(range(n))
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self.source)  # passes the source's StopIteration on: the end, not an error
+
+
+def read_pages(n):
+    return list(Pager(n))
+
+
+def lookup(table, key):
+    return table[key]
+
+
+def safe_lookup(key):
+    try:
+        return lookup({}, key)
+    except KeyError:
+        return None
 '''
 
 
@@ -244,6 +270,20 @@ def test_calls_below_the_depth_cap_land_in_one_other_paths_node(harness):
         ("view", "left", "(other paths)"): 4, ("view", "right", "(other paths)"): 2,
     }
     assert sum(c for p, c in _calls(h.nodes(table)).items() if p[-1] == "(other paths)") == h.calls(table)["shared"]
+
+
+def test_the_end_of_an_iteration_is_control_flow_not_an_error(harness):
+    h = harness()
+    table = h.run(lambda: (h.mod.read_pages(3), h.mod.safe_lookup("k")))
+    nodes = h.nodes(table)
+    assert {path: counts[:2] for path, counts in nodes.items()} == {
+        ("read_pages",): [1, 0],
+        ("read_pages", "Pager.__init__"): [1, 0],
+        ("read_pages", "Pager.__iter__"): [1, 0],
+        ("read_pages", "Pager.__next__"): [4, 0],  # the 4th call ended the iteration: no error
+        ("safe_lookup",): [1, 0],
+        ("safe_lookup", "lookup"): [1, 1],  # a real exception, caught by its caller: still counted
+    }
 
 
 @pytest.mark.parametrize("window_impl", ["python", "c"])

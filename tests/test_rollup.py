@@ -346,3 +346,29 @@ def test_a_window_carries_its_slow_calls_and_funcsights_own_counters():
     assert emitted.context.span_id == span_id  # the store's row and the backend's span agree
     again = world.window()  # counters are per window
     assert (again.counters.processor_failures, again.counters.registry_dropped, again.slow_calls) == (0, 0, [])
+
+
+def test_a_request_failed_when_its_status_is_5xx_or_it_raised_without_one():
+    """HTTP semantic conventions: a 4xx (Django marks a 404's span ERROR) did not fail; a 5xx did;
+    a task (no HTTP status) failed when its span is ERROR."""
+    from opentelemetry.trace import Status
+
+    world = World()
+    cases = [  # (route, status code or None, span status ERROR, failed)
+        ("/missing", 404, True, False),
+        ("/teapot", 418, False, False),
+        ("/broken", 503, False, True),
+        ("/crashed", 500, True, True),
+        ("task.send_mail", None, True, True),
+        ("task.ok", None, False, False),
+    ]
+    for route, code, error, _failed in cases:
+        kind = SpanKind.SERVER if code is not None else SpanKind.CONSUMER
+        with world.tracer.start_as_current_span(route, kind=kind) as root:
+            if code is not None:
+                root.set_attribute("http.route", route)
+                root.set_attribute("http.response.status_code", code)
+            if error:
+                root.set_status(Status(StatusCode.ERROR))
+    window = world.window()
+    assert {route: window.routes[route][1] for route, *_ in cases} == {route: int(failed) for route, *_, failed in cases}

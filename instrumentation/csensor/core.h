@@ -91,6 +91,20 @@ node_of_call(Core *core, ThreadStack *st, int32_t fid)
     return LIKELY(node >= 0) ? node : parent; /* out of memory: the call is counted at its parent */
 }
 
+/* An exit by GeneratorExit (a close), StopIteration or StopAsyncIteration (the end of an iteration,
+ * e.g. an iterator's __next__ passing its source's StopIteration on) is control flow, not an
+ * error; as _pysensor's CONTROL_FLOW. */
+static inline int
+is_control_flow(PyObject *exc)
+{
+    PyTypeObject *type = Py_TYPE(exc);
+    return type == (PyTypeObject *)PyExc_GeneratorExit || type == (PyTypeObject *)PyExc_StopIteration
+           || type == (PyTypeObject *)PyExc_StopAsyncIteration
+           || PyObject_TypeCheck(exc, (PyTypeObject *)PyExc_StopIteration)
+           || PyObject_TypeCheck(exc, (PyTypeObject *)PyExc_StopAsyncIteration)
+           || PyObject_TypeCheck(exc, (PyTypeObject *)PyExc_GeneratorExit);
+}
+
 static inline void
 internal_error(Core *core)
 {

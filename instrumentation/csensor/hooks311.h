@@ -86,8 +86,8 @@ leave_impl(Core *core, PyObject *token, PyObject *exc, int via_awaiter)
         internal_error(core);
         return;
     }
-    PyObject *raised = NULL; /* GeneratorExit is a close, not an error */
-    if (exc != NULL && exc != Py_None && !PyObject_TypeCheck(exc, (PyTypeObject *)PyExc_GeneratorExit))
+    PyObject *raised = NULL; /* control flow (a close, the end of an iteration) is not an error */
+    if (exc != NULL && exc != Py_None && !is_control_flow(exc))
         raised = exc;
     Entry e;
     if (LIKELY(PyLong_CheckExact(token))) {

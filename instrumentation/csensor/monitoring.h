@@ -366,7 +366,7 @@ core_on_return(Core *core, PyObject *const *args, Py_ssize_t nargs)
 }
 
 /* PY_UNWIND(code, offset, exc): cannot be disabled (DISABLE here raises in the application), so
- * for unsensed code it must stay cheap: one co_extra read. GeneratorExit is a close, not an error. */
+ * for unsensed code it must stay cheap: one co_extra read. Control flow (is_control_flow) is not an error. */
 static PyObject *
 core_on_unwind(Core *core, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -376,7 +376,7 @@ core_on_unwind(Core *core, PyObject *const *args, Py_ssize_t nargs)
     if ((tag >> EPOCH_SHIFT) != core->epoch || !TAG_SENSED(tag))
         Py_RETURN_NONE;
     PyObject *exc = args[2];
-    final_exit(core, tag, Py_TYPE(exc) == (PyTypeObject *)PyExc_GeneratorExit ? NULL : exc);
+    final_exit(core, tag, is_control_flow(exc) ? NULL : exc);
     Py_RETURN_NONE;
 }
 
