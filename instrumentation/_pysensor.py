@@ -178,7 +178,14 @@ class PythonSensor:
             if exc is not None:
                 errors = table.errors
                 key = (fid, type(exc))
-                sample = sink.sample_error(exc) if key not in errors else None
+                sample = None
+                if key not in errors:
+                    try:
+                        sample = sink.sample_error(exc)
+                    except RecursionError:  # at the limit: changed nothing yet, deferred (see above)
+                        raise
+                    except Exception:  # a failing sampler (or redaction hook): the call still counts
+                        self.internal_errors += 1
             at = table.paths.get(node)
             if at is None:
                 stats = table.stats.get(fid)

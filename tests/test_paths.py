@@ -135,11 +135,12 @@ def impl(request) -> str:
 
 
 class TreeHarness:
-    def __init__(self, impl: str, directory, **config):
+    def __init__(self, impl: str, directory, sample_error=None, **config):
         self.name = f"fs_tree_{impl}_{next(_names)}"
         cfg = Config(include=("fs_tree_*",), implementation=impl, **config)
         self.registry = FunctionRegistry()
-        self.sensor = make_sensor(cfg, self.registry, CodeSelector(cfg))
+        extra = {"sample_error": sample_error} if sample_error is not None else {}
+        self.sensor = make_sensor(cfg, self.registry, CodeSelector(cfg), **extra)
         (directory / f"{self.name}.py").write_text(TREE)
         importlib.invalidate_caches()
         self.sensor.start()
@@ -171,6 +172,11 @@ class TreeHarness:
 
     def stop(self) -> None:
         self.sensor.stop()
+        if getattr(self, "restore_sampler", False):  # the C sensor's sampler is module-wide
+            from funcsight.instrumentation import _csensor
+            from funcsight.instrumentation.calls import stack_sample
+
+            _csensor.set_stack_sampler(stack_sample)
 
 
 @pytest.fixture
@@ -180,6 +186,7 @@ def harness(impl, tmp_path, monkeypatch):
 
     def factory(**config) -> TreeHarness:
         h = TreeHarness(impl, tmp_path, **config)
+        h.restore_sampler = impl == "c" and "sample_error" in config
         made.append(h)
         return h
 
@@ -284,6 +291,21 @@ def test_the_end_of_an_iteration_is_control_flow_not_an_error(harness):
         ("safe_lookup",): [1, 0],
         ("safe_lookup", "lookup"): [1, 1],  # a real exception, caught by its caller: still counted
     }
+
+
+def test_a_failing_stack_sampler_never_reaches_the_application(harness):
+    """The application sees its own exception, the call is counted, the failure is counted."""
+
+    def broken_sampler(exc):
+        raise RuntimeError("sampler bug")
+
+    h = harness(sample_error=broken_sampler)
+    core = getattr(h.sensor, "core", h.sensor)
+    before = core.internal_errors
+    table = h.run(lambda: [h.mod.safe_lookup("k") for _ in range(3)])
+    assert {path: counts[:2] for path, counts in h.nodes(table).items()} == {
+        ("safe_lookup",): [3, 0], ("safe_lookup", "lookup"): [3, 3]}
+    assert core.internal_errors - before == 1  # one sample is taken per function x type per request
 
 
 @pytest.mark.parametrize("window_impl", ["python", "c"])

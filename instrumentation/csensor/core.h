@@ -133,9 +133,10 @@ record(Core *core, int32_t fid, int32_t node, int64_t start, int64_t end, int64_
     }
     if (LIKELY(table != NULL && CallTable_Check(table))) {
         CallTable *t = (CallTable *)table;
-        if (UNLIKELY(table_count(t, node, fid, duration, self_ns, exc_type, exc) < 0))
-            internal_error(core);
-        else if (UNLIKELY(t->span_budget > 0 && (exc_type != NULL || duration >= core->slow_ns))) {
+        int counted = table_count(t, node, fid, duration, self_ns, exc_type, exc);
+        if (UNLIKELY(counted != 0))
+            core->internal_errors++; /* out of memory (-1), or counted with no stack sample (1) */
+        if (UNLIKELY(counted >= 0 && t->span_budget > 0 && (exc_type != NULL || duration >= core->slow_ns))) {
             if (table_keep_span(t, fid, start, end, exc_type) < 0)
                 internal_error(core);
         }

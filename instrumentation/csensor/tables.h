@@ -347,16 +347,19 @@ error_add(CallTable *t, Slot *s, PyObject *exc_type, PyObject *exc)
     e->next = s->first_error;
     e->type = Py_NewRef(exc_type);
     e->sample = NULL;
+    int sampler_failed = 0;
     if (exc != NULL && stack_sampler != NULL) {
         /* Once per (fid, type) per table: the stack as (code, line) pairs, never the exception
          * itself (its traceback would keep the app's frames and locals alive). */
         e->sample = PyObject_CallOneArg(stack_sampler, exc);
-        if (e->sample == NULL)
+        if (e->sample == NULL) {
             PyErr_Clear();
+            sampler_failed = 1; /* the call is counted all the same; the caller counts the failure */
+        }
     }
     e->count = 1;
     s->first_error = t->n_errs++;
-    return 0;
+    return sampler_failed;
 }
 
 static int
@@ -382,7 +385,8 @@ node_error_add(CallTable *t, int32_t node, PyObject *exc_type)
 
 /* Count one call of fid at path node `node` that returned (exc_type NULL) or raised exc_type; the
  * first exception object `exc` of each (fid, type) is kept as the table's sample (NULL: none, as
- * add_call). Returns -1 (no exception set) when memory ran out. */
+ * add_call). Returns -1 (no exception set) when memory ran out, 1 when the call was counted but
+ * its stack sample could not be taken (the sampler failed). */
 static inline int
 table_count(CallTable *t, int32_t node, int32_t fid, int64_t duration, int64_t self_ns, PyObject *exc_type,
             PyObject *exc)
@@ -402,8 +406,10 @@ table_count(CallTable *t, int32_t node, int32_t fid, int64_t duration, int64_t s
     if (exc_type != NULL) {
         s->errors++;
         n->errors++;
-        if (error_add(t, s, exc_type, exc) < 0 || node_error_add(t, node, exc_type) < 0)
+        int sampled = error_add(t, s, exc_type, exc);
+        if (sampled < 0 || node_error_add(t, node, exc_type) < 0)
             return -1;
+        return sampled;
     }
     return 0;
 }
