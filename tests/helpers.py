@@ -476,3 +476,37 @@ class Rotel:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=5)
+
+
+# ------------------------------------------------------------------------------ call trees
+def tree_nodes(db, route: str) -> dict[tuple[str, ...], dict]:
+    """``funcsight tree --format json``, flattened: path of function names -> node."""
+    result = json.loads(cli_ok("tree", "--db", str(db), "--route", route, "--format", "json"))
+    out = {}
+
+    def visit(node: dict, path: tuple[str, ...]) -> None:
+        for child in node["children"]:
+            child_path = path + (child["function"],)
+            out[child_path] = child
+            visit(child, child_path)
+
+    visit(result["root"], ())
+    return out
+
+
+def cli_ok(*args: str) -> str:
+    done = run_cli(*args)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def assert_functions_are_sums_of_nodes(db) -> None:
+    """Every function x route: its calls (``funcsight functions``) = the sum over its tree nodes."""
+    functions = calls_map(cli_json("functions", "--db", str(db)))
+    for route in {route for _, route in functions if not route.startswith("(")}:
+        per_function: dict[str, float] = {}
+        requests = json.loads(cli_ok("tree", "--db", str(db), "--route", route, "--format", "json"))["requests"]
+        for path, node in tree_nodes(db, route).items():
+            per_function[path[-1]] = per_function.get(path[-1], 0) + node["calls_per_request"] * requests
+        expected = {f: n for (f, r), n in functions.items() if r == route}
+        assert {f: round(n) for f, n in per_function.items()} == expected, route

@@ -37,6 +37,7 @@ from helpers import (
     BACKGROUND,
     START_TIMEOUT_S,
     AppProcess,
+    assert_functions_are_sums_of_nodes,
     calls_map,
     clean_env,
     cli_json,
@@ -45,6 +46,7 @@ from helpers import (
     get,
     get_ok,
     route_requests,
+    tree_nodes,
     store_env,
     wait_for_port,
 )
@@ -249,6 +251,13 @@ def test_django_calls_counted_under_django_routes(launch, tmp_path, server):
     # Django's route templates (no leading slash, included URLconfs joined); 404s match no route.
     assert route_requests(db) == {DJ_ITEMS: n_items, DJ_SKUS: n_skus, DJ_STOCK: n_stock, UNMATCHED: n_missing}
     exact(db, {(DV + "stock", DJ_STOCK): n_stock, (DL + "reserve", DJ_STOCK): n_stock}, route=DJ_STOCK)
+    # The call trees: the URL converter runs in the request beside the view, not under it.
+    assert {path: node["calls_per_request"] for path, node in tree_nodes(db, DJ_SKUS).items()} == {
+        (DC + "SkuConverter.to_python",): 1.0, (DV + "sku_detail",): 1.0, (DV + "sku_detail", DL + "normalize"): 2.0}
+    assert {path: node["calls_per_request"] for path, node in tree_nodes(db, DJ_ITEMS).items()} == {
+        (DV + "item_detail",): 1.0, (DV + "item_detail", DL + "lookup"): 1.0,
+        (DV + "item_detail", DL + "with_tax"): 1.0, (DV + "item_detail", DL + "normalize"): 1.0}
+    assert_functions_are_sums_of_nodes(db)
 
 
 # ------------------------------------------------------------------------------------ Celery
@@ -340,6 +349,13 @@ def test_celery_task_runs_are_entry_points(launch, tmp_path, instrument_launcher
     # A task run is a request of its task: one per task, nothing unmatched.
     assert route_requests(db) == {RESIZE: n_resize, NOTIFY: n_notify}
     exact(db, {k: v for k, v in celery_expected(n_resize, n_notify).items() if k[1] == NOTIFY}, route=NOTIFY)
+    # A task's call tree: the shared helper under each task, with that task's calls per run.
+    assert {path: node["calls_per_request"] for path, node in tree_nodes(db, RESIZE).items()} == {
+        (JT + "resize",): 1.0, (JT + "resize", JL + "scale"): 2.0, (JT + "resize", JL + "checksum"): 1.0,
+        (JT + "resize", JT + "_done"): 1.0}
+    assert {path: node["calls_per_request"] for path, node in tree_nodes(db, NOTIFY).items()} == {
+        (JT + "notify",): 1.0, (JT + "notify", JL + "render"): 1.0, (JT + "notify", JL + "checksum"): 2.0,
+        (JT + "notify", JT + "_done"): 1.0}
 
     rows = processes(db)
     assert len({instance for _, instance in rows}) == len(rows)

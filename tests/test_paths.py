@@ -15,7 +15,7 @@ import itertools
 import json
 
 import pytest
-from helpers import calls_map, cli_json, get_ok, run_cli, store_env
+from helpers import assert_functions_are_sums_of_nodes, cli_ok, get_ok, store_env, tree_nodes
 
 from funcsight.config import Config
 from funcsight.instrumentation.calls import current_request
@@ -329,39 +329,6 @@ def test_the_route_cap_folds_new_nodes_into_other_paths_and_counts_them(harness,
 
 
 # ------------------------------------------------------------------------------------ real apps
-def _tree_nodes(db, route: str) -> dict[tuple[str, ...], dict]:
-    """``funcsight tree --format json``, flattened: path of function names -> node."""
-    result = json.loads(_cli_ok("tree", "--db", str(db), "--route", route, "--format", "json"))
-    out = {}
-
-    def visit(node: dict, path: tuple[str, ...]) -> None:
-        for child in node["children"]:
-            child_path = path + (child["function"],)
-            out[child_path] = child
-            visit(child, child_path)
-
-    visit(result["root"], ())
-    return out
-
-
-def _cli_ok(*args: str) -> str:
-    done = run_cli(*args)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
-def _assert_functions_are_sums_of_nodes(db) -> None:
-    """Every function x route: its calls (``funcsight functions``) = the sum over its tree nodes."""
-    functions = calls_map(cli_json("functions", "--db", str(db)))
-    for route in {route for _, route in functions if not route.startswith("(")}:
-        per_function: dict[str, float] = {}
-        requests = json.loads(_cli_ok("tree", "--db", str(db), "--route", route, "--format", "json"))["requests"]
-        for path, node in _tree_nodes(db, route).items():
-            per_function[path[-1]] = per_function.get(path[-1], 0) + node["calls_per_request"] * requests
-        expected = {f: n for (f, r), n in functions.items() if r == route}
-        assert {f: round(n) for f, n in per_function.items()} == expected, route
-
-
 def test_flask_app_tree_has_exactly_the_nodes_its_code_makes(start_app, tmp_path):
     n = 12
     db = tmp_path / "funcsight.db"
@@ -371,7 +338,7 @@ def test_flask_app_tree_has_exactly_the_nodes_its_code_makes(start_app, tmp_path
         assert get_ok(app.port, f"/stock/{i}")["status"] == "out_of_stock"
     app.stop()
     V, L = "shopapp.views.", "shopapp.logic."
-    items = _tree_nodes(db, "/items/<int:item_id>")
+    items = tree_nodes(db, "/items/<int:item_id>")
     assert {path: node["calls_per_request"] for path, node in items.items()} == {
         (V + "get_item",): 1.0,
         (V + "get_item", L + "Catalog.lookup"): 1.0,
@@ -384,16 +351,16 @@ def test_flask_app_tree_has_exactly_the_nodes_its_code_makes(start_app, tmp_path
     assert items[(V + "get_item", L + "parse_qty")]["errors_by_type"] == {"ValueError": n}
     assert items[(V + "get_item",)]["errors"] == 0  # it caught the ValueError
     assert items[(V + "get_item",)]["file"].endswith("views.py") and items[(V + "get_item",)]["line"] > 0
-    stock = _tree_nodes(db, "/stock/<int:item_id>")
+    stock = tree_nodes(db, "/stock/<int:item_id>")
     assert {path: (node["calls_per_request"], node["errors"]) for path, node in stock.items()} == {
         (V + "stock",): (1.0, 0),
         (V + "stock", L + "reserve"): (1.0, n),  # OutOfStock unwinds through it
         (V + "stock", L + "reserve", L + "check_level"): (1.0, n),
     }
-    _assert_functions_are_sums_of_nodes(db)
+    assert_functions_are_sums_of_nodes(db)
     # Collapsed stacks for flamegraph.pl / Pyroscope: one line per node with self time, the
     # route first, integer weights.
-    folded = _cli_ok("tree", "--db", str(db), "--route", "/stock/<int:item_id>", "--format", "folded").splitlines()
+    folded = cli_ok("tree", "--db", str(db), "--route", "/stock/<int:item_id>", "--format", "folded").splitlines()
     stacks = {line.rsplit(" ", 1)[0] for line in folded}
     assert f"/stock/<int:item_id>;{V}stock;{L}reserve;{L}check_level" in stacks
     assert all(line.rsplit(" ", 1)[1].isdigit() for line in folded)
@@ -408,7 +375,7 @@ def test_fastapi_app_tree_nests_awaited_coroutines_under_their_awaiter(start_app
         assert get_ok(app.port, f"/stock/{i}")["status"] == "out_of_stock"
     app.stop()
     M, L = "fastshop.main.", "fastshop.logic."
-    items = _tree_nodes(db, "/items/{item_id}")
+    items = tree_nodes(db, "/items/{item_id}")
     assert {path: node["calls_per_request"] for path, node in items.items()} == {
         (M + "get_item",): 1.0,
         (M + "get_item", L + "fetch_item"): 1.0,  # awaited: under the coroutine that awaited it
@@ -419,10 +386,10 @@ def test_fastapi_app_tree_nests_awaited_coroutines_under_their_awaiter(start_app
         (M + "get_item", L + "iter_tags"): 1.0,
         (M + "get_item", L + "parse_qty"): 1.0,
     }
-    stock = _tree_nodes(db, "/stock/{item_id}")
+    stock = tree_nodes(db, "/stock/{item_id}")
     assert {path: (node["calls_per_request"], node["errors"]) for path, node in stock.items()} == {
         (M + "stock",): (1.0, 0),
         (M + "stock", L + "reserve"): (1.0, n),
         (M + "stock", L + "reserve", L + "check_level"): (1.0, n),
     }
-    _assert_functions_are_sums_of_nodes(db)
+    assert_functions_are_sums_of_nodes(db)
