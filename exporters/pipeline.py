@@ -6,7 +6,8 @@ store writer, OpenTelemetry metrics, function spans). Nothing flows back: the co
 window and nothing else. A consumer that fails is logged and skipped; the others still run. On
 shutdown (normal exit, SIGTERM, SIGINT) the last window is flushed once. A process's first
 window goes out ``first_window_s`` after its first request rather than a whole interval after the
-start, so a user looking at a just-started app sees data within seconds. The thread runs with
+start, so a user looking at a just-started app sees data within seconds (for intervals up to a
+minute: a longer one was asked for, and gets windows at that interval only). The thread runs with
 instrumentation suppressed, so the exporters' own I/O is never observed.
 """
 
@@ -25,6 +26,7 @@ except ImportError:  # pragma: no cover - the instrumentation package is a depen
 
 _log = logging.getLogger("funcsight")
 FIRST_WINDOW_S = 1.0  # a process's first window goes out this long after its first request
+EARLY_FIRST_WINDOW_MAX_INTERVAL_S = 60.0  # longer intervals were asked for: windows only at them
 _TRAFFIC_POLL_S = 0.2
 
 
@@ -54,7 +56,7 @@ class ExportPipeline:
         self._thread.start()
 
     def _run(self) -> None:
-        if self.has_traffic is not None and self.interval_s > 2 * self.first_window_s:
+        if self.has_traffic is not None and 2 * self.first_window_s < self.interval_s <= EARLY_FIRST_WINDOW_MAX_INTERVAL_S:
             self._first_window()
         while not self._stop.wait(self.interval_s):
             self.flush()

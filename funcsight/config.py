@@ -34,7 +34,9 @@ FUNCSIGHT_STORE = "FUNCSIGHT_STORE"
 configured), ``on`` or ``off``."""
 
 FUNCSIGHT_EXPORT_INTERVAL = "FUNCSIGHT_EXPORT_INTERVAL"
-"""Seconds between two windows written to the store and handed to OpenTelemetry. Default 10."""
+"""Seconds between two windows written to the store and handed to OpenTelemetry. Default 10. With
+an interval of at most a minute, a process's first window goes out about 1 s after its first
+request, so a just-started app shows data at once."""
 
 FUNCSIGHT_SLOW_CALL_MS = "FUNCSIGHT_SLOW_CALL_MS"
 """A sensed call that takes at least this long (ms) in a sampled trace becomes a function span.

@@ -353,8 +353,10 @@ error_add(CallTable *t, Slot *s, PyObject *exc_type, PyObject *exc)
          * itself (its traceback would keep the app's frames and locals alive). */
         e->sample = PyObject_CallOneArg(stack_sampler, exc);
         if (e->sample == NULL) {
+            /* The call is counted all the same; a failing sampler is counted by the caller, but not
+             * a RecursionError: the application is at its own limit, where no stack can be taken. */
+            sampler_failed = !PyErr_ExceptionMatches(PyExc_RecursionError);
             PyErr_Clear();
-            sampler_failed = 1; /* the call is counted all the same; the caller counts the failure */
         }
     }
     e->count = 1;
