@@ -256,7 +256,7 @@ def _header(d) -> str:
 
 
 NAV = "".join(f'<a href="#{k}">{v}</a>' for k, v in (("summary", "Summary"), ("routes", "Routes"), ("changes", "What changed"),
-              ("paths", "Call paths"), ("breakdown", "Breakdowns"), ("diff", "Regressions"), ("anomalies", "Anomalies"), ("errors", "Errors")))
+              ("breakdown", "Breakdowns"), ("paths", "Call paths"), ("diff", "Regressions"), ("anomalies", "Anomalies"), ("errors", "Errors")))
 
 
 def _summary(d) -> str:
@@ -397,7 +397,7 @@ def render(d) -> str:
     csp = (f"default-src 'none'; style-src '{_hash(CSS)}'; script-src '{_hash(JS)}'; img-src data:; "
            "base-uri 'none'; form-action 'none'")
     title = f"{d.baseline} \u2192 {d.candidate}" if d.baseline else d.candidate
-    body = "".join([_header(d), "<main>", _summary(d), _routes(d), _changes(d), flame.section(d), _breakdowns(d), _diff_tables(d), _anomalies(d),
+    body = "".join([_header(d), "<main>", _summary(d), _routes(d), _changes(d), _breakdowns(d), flame.section(d), _diff_tables(d), _anomalies(d),
                     _errors(d), "</main>"])
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n'
             f'<meta http-equiv="Content-Security-Policy" content="{esc(csp)}">\n'
