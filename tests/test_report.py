@@ -576,6 +576,133 @@ def test_chromium_shows_hostile_text_as_text(chromium, evil_report, tmp_path):
     assert EVIL_MESSAGE in "".join(dom.text) and EVIL_FUNCTION in "".join(dom.text)
 
 
+class DevTools:
+    """Chromium driven over the DevTools protocol on a pipe (``--remote-debugging-pipe``: it reads
+    NUL-terminated JSON on fd 3 and answers on fd 4), with no port open. Events are kept in order."""
+
+    def __init__(self, chromium: str, profile: Path):
+        profile.mkdir(parents=True, exist_ok=True)
+        to_child, to_us = os.pipe(), os.pipe()
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (to_child[0], to_us[1])]
+
+        def as_fd_3_and_4() -> None:  # in the child: dup2 makes them inheritable
+            os.dup2(high[0], 3)
+            os.dup2(high[1], 4)
+
+        self.proc = subprocess.Popen([chromium, *CHROMIUM_FLAGS, "--remote-debugging-pipe", f"--user-data-dir={profile}", "about:blank"],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     preexec_fn=as_fd_3_and_4, close_fds=False)  # our own fds are not inheritable
+        for fd in (to_child[0], to_us[1], *high):
+            os.close(fd)
+        self.writer, self.reader, self.buffer, self.last_id, self.events = to_child[1], to_us[0], b"", 0, []
+        self.stderr = ""
+
+    def send(self, method: str, params: dict | None = None, session: str | None = None, timeout: float = 30) -> dict:
+        self.last_id += 1
+        message = {"id": self.last_id, "method": method, "params": params or {}, **({"sessionId": session} if session else {})}
+        os.write(self.writer, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self._receive(deadline)
+            if reply.get("id") == self.last_id:
+                assert "error" not in reply, (method, reply["error"])
+                return reply["result"]
+            self.events.append(reply)
+
+    def wait_for(self, method: str, timeout: float = 30) -> dict:
+        deadline = time.monotonic() + timeout
+        while not any(e.get("method") == method for e in self.events):
+            self.events.append(self._receive(deadline))
+        return next(e for e in self.events if e.get("method") == method)
+
+    def evaluate(self, session: str, expression: str):
+        result = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True}, session)
+        assert "exceptionDetails" not in result, result
+        return result["result"].get("value")
+
+    def _receive(self, deadline: float) -> dict:
+        while b"\0" not in self.buffer:
+            left = deadline - time.monotonic()
+            assert left > 0 and select.select([self.reader], [], [], left)[0], "chromium did not answer in time"
+            chunk = os.read(self.reader, 1 << 20)
+            assert chunk, "chromium closed the DevTools pipe"
+            self.buffer += chunk
+        message, self.buffer = self.buffer.split(b"\0", 1)
+        return json.loads(message)
+
+    def __enter__(self) -> DevTools:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            os.write(self.writer, json.dumps({"id": 0, "method": "Browser.close"}).encode() + b"\0")
+        except OSError:
+            pass
+        try:
+            self.stderr = self.proc.communicate(timeout=30)[1].decode(errors="replace")
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.stderr = self.proc.communicate()[1].decode(errors="replace")
+        os.close(self.writer)
+        os.close(self.reader)
+
+
+DOCS_PNG = Path(__file__).resolve().parent.parent / "docs" / "flamegraph.png"
+
+
+def test_chromium_screenshots_the_differential_flame_graph(chromium, demo_report, tmp_path):
+    """The page in a real browser: every network request recorded (only the page itself may be
+    loaded), no console message or exception, the flame graphs' boxes all in the DOM; then a
+    screenshot of the differential flame graphs' section, whose colours are checked pixel by pixel."""
+    source_page = Page(demo_report.read_text(encoding="utf-8"))
+    url = demo_report.resolve().as_uri()
+    with DevTools(chromium, tmp_path / "profile") as browser:
+        [target] = [t for t in browser.send("Target.getTargets")["targetInfos"] if t["type"] == "page"]
+        session = browser.send("Target.attachToTarget", {"targetId": target["targetId"], "flatten": True})["sessionId"]
+        for domain in ("Network", "Page", "Runtime", "Log"):
+            browser.send(f"{domain}.enable", session=session)
+        browser.send("Emulation.setDeviceMetricsOverride", {"width": 1400, "height": 1000, "deviceScaleFactor": 1, "mobile": False}, session)
+        browser.send("Page.navigate", {"url": url}, session)
+        browser.wait_for("Page.loadEventFired")
+        assert browser.evaluate(session, "document.body.getAttribute('data-ready')") == "1"
+        drawn = browser.evaluate(session, "Array.from(document.querySelectorAll('svg.flame')).map("
+                                          "s => [s.getAttribute('data-route'), s.classList.contains('differential'), s.querySelectorAll('g.box').length])")
+        box = browser.evaluate(session, "JSON.stringify(document.getElementById('flamediff').getBoundingClientRect())")
+        box = json.loads(box)
+        clip = {"x": round(box["x"]) - 6, "y": round(box["y"]) - 6, "width": round(box["width"]) + 12, "height": round(box["height"]) + 12, "scale": 1}
+        shot = browser.send("Page.captureScreenshot", {"format": "png", "clip": clip, "captureBeyondViewport": True}, session)
+        browser.send("Network.disable", session=session)  # a last round trip: every event of the page is in
+    requests = [e["params"]["request"]["url"] for e in browser.events if e.get("method") == "Network.requestWillBeSent"]
+    assert requests == [url], requests  # the page itself, nothing else (the recording works: it saw the page)
+    said = [e["method"] for e in browser.events if e.get("method") in ("Runtime.consoleAPICalled", "Runtime.exceptionThrown", "Log.entryAdded")]
+    assert said == [], [e for e in browser.events if e.get("method") in said]
+    assert console_problems(browser.stderr) == [], "\n".join(console_problems(browser.stderr))
+    expected = [[svg["attrs"]["data-route"], "differential" in svg["attrs"]["class"], len(source_page.find("g", within=svg, class_="box"))]
+                for svg in source_page.find("svg", class_="flame")]
+    assert drawn == expected and len(drawn) == 8, drawn
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    png = ARTIFACTS / "flamegraph.png"
+    png.write_bytes(base64.b64decode(shot["data"]))
+    if os.environ.get("FUNCSIGHT_UPDATE_DOCS") == "1":
+        shutil.copyfile(png, DOCS_PNG)
+    width, height, rows = read_png(png)
+    assert (width, height) == (clip["width"], clip["height"]) and height > 400
+    # The red of new and much slower boxes, the grey of vanished ones: on screen at least half the
+    # area their rectangles promise (the SVG is scaled from 1240 to the section's width).
+    scale = (box["width"] - 40) / flame.WIDTH
+    pixels = {name: bytes(color) for name, color in (("red", flame.SLOWER), ("vanished", (0xE5, 0xE7, 0xEB)))}
+    counts = {name: sum(row.count(pixel) for row in rows) for name, pixel in pixels.items()}
+    promised = dict.fromkeys(pixels, 0.0)
+    for svg in source_page.find("svg", class_="differential"):
+        for rect in source_page.find("rect", within=svg, class_="node"):
+            name = "red" if rect["attrs"]["fill"] == flame._rgb(flame.SLOWER) else "vanished" if rect["attrs"]["fill"] == flame.VANISHED_FILL else None
+            if name and float(rect["attrs"]["width"]) >= 10:
+                promised[name] += float(rect["attrs"]["width"]) * float(rect["attrs"]["height"]) * scale ** 2 * 0.6  # labels cover some
+    assert promised["red"] > 5000 and promised["vanished"] > 1000, promised  # the planted regressions are large
+    assert all(counts[name] >= 0.5 * area for name, area in promised.items()), (counts, promised)
+
+
 # ------------------------------------------------------------------ a PNG reader (stdlib only)
 def read_png(path: Path) -> tuple[int, int, list[bytes]]:
     """8-bit RGB/RGBA, non-interlaced (what Chromium writes) -> rows of RGB bytes."""
