@@ -142,12 +142,14 @@ def _tooltip(node, tree, is_root: bool, kind: str, relative: float) -> str:
     b = node.before
     status = {"new": f"new in {tree.version}", "vanished": f"not called in {tree.version}"}.get(kind, "")
     b_calls, b_total, b_self = (b.calls, b.total_ms, b.self_ms) if b is not None else (0.0, 0.0, 0.0)
-    change = "" if kind in ("new", "vanished") or relative in (float("inf"),) else f", {relative:+.0%}"
+    change = "" if kind in ("new", "vanished") or math.isinf(relative) else f", {relative:+.0%}"
     lines = [node.function + (f" [{status}]" if status else ""), where,
              f"calls/req {b_calls:.4g} \u2192 {node.calls:.4g}",
              f"total ms/req {b_total:.3f} \u2192 {node.total_ms:.3f} ({node.total_ms - b_total:+.3f}{change})",
              f"self ms/req {b_self:.3f} \u2192 {node.self_ms:.3f}",
              f"share {b.share if b is not None else 0.0:.1%} \u2192 {node.share:.1%} of the route"]
+    if node.errors or (b is not None and b.errors):
+        lines.append(f"errors {b.errors if b is not None else 0} \u2192 {node.errors}")
     return "\n".join(lines)
 
 
