@@ -368,7 +368,7 @@ def test_flame_graphs_draw_the_call_trees(demo_db, demo_report):
             before, after = node.before.total_ms, node.total_ms
             if after > before * 1.1 and after - before >= 0.002 * route_ms:
                 assert g["data-kind"] == "slower" and rgb(rect["fill"])[0] > rgb(rect["fill"])[2] + 40, (route, path, rect["fill"])
-            elif after < before / 1.1 and before - after >= 0.002 * route_ms:
+            elif after < before * 0.9 and before - after >= 0.002 * route_ms:
                 assert g["data-kind"] == "faster" and rgb(rect["fill"])[2] > rgb(rect["fill"])[0] + 40, (route, path, rect["fill"])
             elif abs(after - before) < 0.05 * before:
                 assert g["data-kind"] == "same" and rect["fill"] == flame._rgb(flame.NEUTRAL), (route, path)
