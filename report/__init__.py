@@ -10,8 +10,14 @@ exception types and messages) is escaped.
 Versions compared: ``candidate`` defaults to the latest version (by first seen), ``baseline`` to the
 one seen before the candidate; with a single version the page has no comparison.
 
-Modules: this one (collecting, writing the file), ``html`` (the page and its SVG charts), ``cli`` (the ``report`` subcommand, which :mod:`funcsight.cli` registers; the report never imports
-the CLI). May import funcsight core, :mod:`funcsight.sources` and :mod:`funcsight.analysis` (its
+Execution paths: the candidate's call tree of each route (the ``MAX_ROUTE_CHARTS`` routes with the
+most time, requests x mean latency) and, with a baseline, the differential tree of each of them
+recorded in both versions, drawn as flame graphs. A store written before execution paths (schema
+1) has none: the page says so instead.
+
+Modules: this one (collecting, writing the file), ``html`` (the page and its SVG charts), ``flame``
+(the flame graphs), ``cli`` (the ``report`` subcommand, which :mod:`funcsight.cli` registers; the
+report never imports the CLI). May import funcsight core, :mod:`funcsight.sources` and :mod:`funcsight.analysis` (its
 ``wording`` for every sentence it shares with the other faces); never the MCP server, the CLI or
 the write side.
 """
@@ -48,6 +54,10 @@ class ReportData:
     routes_not_drawn: int = 0
     anomalies: list = field(default_factory=list)  # analysis.anomalies.Anomaly
     errors: list[ErrorRecord] = field(default_factory=list)
+    trees: list = field(default_factory=list)  # analysis.tree.CallTree of the candidate, most time first
+    tree_diffs: list = field(default_factory=list)  # differential CallTrees (routes in both versions)
+    trees_not_drawn: int = 0
+    paths_note: str = ""  # why some or all routes have no flame graph
 
 
 def choose_versions(versions: list, baseline: str | None, candidate: str | None) -> tuple[str | None, str]:
@@ -93,7 +103,36 @@ def collect(source: Source, baseline: str | None = None, candidate: str | None =
         data.routes_not_drawn = max(0, len(explanations) - MAX_ROUTE_CHARTS)
     data.anomalies = anomalies(source)
     data.errors = source.error_records()
+    _collect_trees(source, data)
     return data
+
+
+def _collect_trees(source: Source, data: ReportData) -> None:
+    from funcsight.analysis.tree import call_tree, call_tree_diff
+
+    mine = sorted((r for r in data.routes if r.version == data.candidate and r.requests),
+                  key=lambda r: (-r.requests * (r.mean_ms or 0.0), r.route))
+    before = {r.route for r in data.routes if r.version == data.baseline and r.requests}
+    without = 0
+    for row in mine:
+        if len(data.trees) >= MAX_ROUTE_CHARTS:
+            data.trees_not_drawn += 1
+            continue
+        try:
+            data.trees.append(call_tree(source, row.route, data.candidate))
+        except AnalysisError:  # no paths for this route (a schema-1 store: none at all)
+            without += 1
+            continue
+        if data.baseline is not None and row.route in before:
+            try:
+                data.tree_diffs.append(call_tree_diff(source, row.route, data.baseline, data.candidate))
+            except AnalysisError:
+                pass  # the baseline has no paths for it (recorded before execution paths)
+    if mine and without == len(mine):
+        data.paths_note = ("No execution paths are recorded for these routes: the store was written before funcsight "
+                           "recorded them (schema 1), or no sensed function ran. Record a new run to see flame graphs.")
+    elif without:
+        data.paths_note = f"{without} routes have no recorded execution paths and are not drawn."
 
 
 def write_report(source: Source, path: str, baseline: str | None = None, candidate: str | None = None, label: str = "") -> ReportData:

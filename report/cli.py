@@ -19,9 +19,10 @@ def add_command(subparsers) -> argparse.ArgumentParser:
     """Add ``report`` to the ``funcsight`` sub-commands (the object ``add_subparsers()`` returned)."""
     parser = subparsers.add_parser(
         "report",
-        help="write a self-contained HTML report: routes, breakdowns, the version diff, anomalies, errors",
+        help="write a self-contained HTML report: routes, breakdowns, the version diff, flame graphs, anomalies, errors",
         description="Write one self-contained HTML page (inline CSS and SVG, no network needed to view it): routes, "
-                    "per-route function breakdowns, the latest version diff as a waterfall, anomalies and errors.",
+                    "per-route function breakdowns, the latest version diff as a waterfall, flame graphs of the call paths (one "
+                    "version's and the differential between the two), anomalies and errors.",
     )
     add_arguments(parser)
     return parser

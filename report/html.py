@@ -21,6 +21,7 @@ import math
 from html import escape
 
 from funcsight.analysis import wording
+from funcsight.report import flame
 
 MAX_BARS = 10
 MAX_STEPS = 8
@@ -71,7 +72,8 @@ tbody tr:nth-child(even){background:#fafbfc}
 td.up{color:var(--pos);font-weight:600}td.down{color:var(--neg);font-weight:600}
 details{margin:4px 0}summary{cursor:pointer;color:#2563eb}
 ol.stack{margin:4px 0;padding-left:22px;font-family:ui-monospace,monospace;font-size:12px}
-"""
+figure.flame{margin:0 0 10px}
+""" + flame.CSS
 
 JS = """
 (function () {
@@ -254,7 +256,7 @@ def _header(d) -> str:
 
 
 NAV = "".join(f'<a href="#{k}">{v}</a>' for k, v in (("summary", "Summary"), ("routes", "Routes"), ("changes", "What changed"),
-              ("breakdown", "Breakdowns"), ("diff", "Regressions"), ("anomalies", "Anomalies"), ("errors", "Errors")))
+              ("breakdown", "Breakdowns"), ("paths", "Call paths"), ("diff", "Regressions"), ("anomalies", "Anomalies"), ("errors", "Errors")))
 
 
 def _summary(d) -> str:
@@ -395,7 +397,7 @@ def render(d) -> str:
     csp = (f"default-src 'none'; style-src '{_hash(CSS)}'; script-src '{_hash(JS)}'; img-src data:; "
            "base-uri 'none'; form-action 'none'")
     title = f"{d.baseline} \u2192 {d.candidate}" if d.baseline else d.candidate
-    body = "".join([_header(d), "<main>", _summary(d), _routes(d), _changes(d), _breakdowns(d), _diff_tables(d), _anomalies(d),
+    body = "".join([_header(d), "<main>", _summary(d), _routes(d), _changes(d), _breakdowns(d), flame.section(d), _diff_tables(d), _anomalies(d),
                     _errors(d), "</main>"])
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n'
             f'<meta http-equiv="Content-Security-Policy" content="{esc(csp)}">\n'

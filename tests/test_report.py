@@ -1,7 +1,10 @@
 """``funcsight report --html``: the page from a real instrumented run (``funcsight demo``: the Flask
 shop, releases 1.0 and 1.1 with planted regressions), checked against the analysis it shows, then
 rendered by a real headless Chromium: no console errors, the inline script ran to its end, the
-charts are in the DOM and on a screenshot (kept in ``test-artifacts/``).
+charts are in the DOM and on a screenshot (kept in ``test-artifacts/``). The flame graphs are
+checked box by box against the call trees, and a Chromium driven over the DevTools protocol (a
+pipe, no port) screenshots the differential one while recording every network request; with
+``FUNCSIGHT_UPDATE_DOCS=1`` that screenshot also replaces ``docs/flamegraph.png``.
 
 Application text is data: a store written through the real ``StoreWriter`` with ``<script>`` in a
 function name, a route, a version, an exception type, a message and a stack frame proves it is
@@ -11,8 +14,13 @@ fail (see ``.ci/run``).
 
 from __future__ import annotations
 
+import base64
+import fcntl
+import json
 import os
+import select
 import shutil
+import sqlite3
 import socket
 import struct
 import subprocess
@@ -27,11 +35,14 @@ import pytest
 
 from funcsight.analysis.breakdown import route_rows
 from funcsight.analysis.compare import diff, explain
+from funcsight.analysis.tree import build_tree, call_tree, call_tree_diff
+from funcsight.sources.base import PathAggregate
 from funcsight.sources.store import StoreSource
 from funcsight.exporters.store_writer import ProcessIdentity, StoreWriter
 from funcsight.instrumentation.calls import CallTable
 from funcsight.instrumentation.registry import FunctionInfo, FunctionRegistry
 from funcsight.processors.windows import ErrorSample, WindowAggregator
+from funcsight.report import flame
 from funcsight.report.html import COLORS, MAX_BARS, MAX_STEPS
 
 from helpers import BIN_DIR, clean_env, run_cli
@@ -97,6 +108,9 @@ def write_evil_store(db: Path) -> None:
                         table.add_call(evil, 600_000 + 1000 * request, 500_000, raising)
                     windows.add_request(EVIL_ROUTE, table, 1_000_000 + calls * 600_000, False)
                 window = windows.drain()
+                per_window = 20 * (1_000_000 + calls * 600_000)  # the call tree: plain -> evil, as recorded
+                window.paths = {(EVIL_ROUTE, (plain,)): [20, 0, per_window, 20 * 1_000_000],
+                                (EVIL_ROUTE, (plain, evil)): [20 * calls, 4 if calls == 3 else 0, 20 * calls * 600_000, 20 * calls * 500_000]}
                 window.start, window.end = start + offset + window_index * 10, start + offset + window_index * 10 + 10
                 if calls == 3:
                     window.samples[(evil, EVIL_ROUTE, EVIL_EXCEPTION)] = ErrorSample(
@@ -280,6 +294,163 @@ def test_application_text_is_escaped_everywhere(evil_report):
     assert {r["attrs"]["data-version"] for r in page.find("tr") if "data-version" in r["attrs"]} == {"1.0", EVIL_VERSION}
 
 
+def nodes_of(node, path=()) -> dict:
+    """``path -> TreeNode`` of a call tree (the root's path is ``()``), as the flame graph names them."""
+    out = {path: node}
+    for child in node.children:
+        out.update(nodes_of(child, path + (child.function,)))
+    return out
+
+
+def boxes_of(page: Page, svg: dict) -> dict:
+    """``path -> (g attributes, rect attributes, label)`` of a flame graph."""
+    out = {}
+    for g in page.find("g", within=svg, class_="box"):
+        path = tuple(g["attrs"]["data-path"].split(";")) if g["attrs"]["data-path"] else ()
+        assert path not in out, path
+        [rect] = page.find("rect", within=g, class_="node")
+        label = page.find("text", within=g)
+        out[path] = (g["attrs"], rect["attrs"], text_of(label[0]) if label else "")
+    return out
+
+
+def rgb(fill: str) -> tuple[int, ...]:
+    assert fill.startswith("rgb("), fill
+    return tuple(int(n) for n in fill[4:-1].split(","))
+
+
+def test_flame_graphs_draw_the_call_trees(demo_db, demo_report):
+    page = Page(demo_report.read_text(encoding="utf-8"))
+    source = StoreSource(str(demo_db))
+    try:
+        routes = [r.route for r in route_rows(source) if r.version == "1.1" and r.requests]
+        trees = {route: call_tree(source, route, "1.1") for route in routes}
+        diffs = {route: call_tree_diff(source, route, "1.0", "1.1") for route in routes}
+    finally:
+        source.close()
+    plain = {svg["attrs"]["data-route"]: svg for svg in page.find("svg", class_="flame") if "differential" not in svg["attrs"]["class"]}
+    differential = {svg["attrs"]["data-route"]: svg for svg in page.find("svg", class_="differential")}
+    assert set(plain) == set(differential) == set(routes) and len(routes) == 4
+    inner = flame.WIDTH - 2 * flame.PAD
+
+    # One version: a box per node, width proportional to its total time per request, children within
+    # their parent side by side, heaviest first.
+    for route, tree in trees.items():
+        nodes, boxes = nodes_of(tree.root), boxes_of(page, plain[route])
+        assert set(boxes) == set(nodes) and plain[route]["attrs"]["data-dropped"] == "0", route
+        for path, node in nodes.items():
+            g, rect, _ = boxes[path]
+            assert float(g["data-total"]) == node.total_ms and g["data-function"] == node.function
+            assert float(rect["width"]) == pytest.approx(node.total_ms / tree.root.total_ms * inner, abs=0.02), (route, path)
+            assert float(rect["y"]) == len(path) * flame.ROW_H
+            children = [boxes[path + (c.function,)][1] for c in node.children]
+            edges = [(float(r["x"]), float(r["x"]) + float(r["width"])) for r in children]
+            assert all(left >= float(rect["x"]) - 0.02 for left, _ in edges)
+            assert all(right <= float(rect["x"]) + float(rect["width"]) + 0.05 for _, right in edges)
+            assert all(a[1] <= b[0] + 0.05 for a, b in zip(edges, edges[1:])), (route, path, edges)  # no overlap, in order
+        labels = [label for _, _, label in boxes.values() if label]
+        assert labels and all(len(label) * flame.CHAR_W <= float(rect["width"]) for _, rect, label in boxes.values() if label)
+
+    # Differential: width by the candidate's total (a vanished node by the baseline's), on one scale.
+    for route, tree in diffs.items():
+        svg, nodes, boxes = differential[route], nodes_of(tree.root), boxes_of(page, differential[route])
+        assert set(boxes) == set(nodes) and svg["attrs"]["data-baseline"] == "1.0", route
+        scale = float(svg["attrs"]["data-scale"])
+        assert scale * tree.root.total_ms <= inner + 1e-6
+        route_ms = tree.root.before.total_ms
+        for path, node in nodes.items():
+            g, rect, label = boxes[path]
+            value = node.before.total_ms if node.status == "vanished" else node.total_ms
+            assert float(rect["width"]) == pytest.approx(value * scale, abs=0.02), (route, path)
+            if node.status:
+                assert g["data-kind"] == node.status, (route, path)
+                continue
+            before, after = node.before.total_ms, node.total_ms
+            if after > before * 1.1 and after - before >= 0.002 * route_ms:
+                assert g["data-kind"] == "slower" and rgb(rect["fill"])[0] > rgb(rect["fill"])[2] + 40, (route, path, rect["fill"])
+            elif after < before * 0.9 and before - after >= 0.002 * route_ms:
+                assert g["data-kind"] == "faster" and rgb(rect["fill"])[2] > rgb(rect["fill"])[0] + 40, (route, path, rect["fill"])
+            elif abs(after - before) < 0.05 * before:
+                assert g["data-kind"] == "same" and rect["fill"] == flame._rgb(flame.NEUTRAL), (route, path)
+
+    # The N+1 of release 1.1: fetch_price called under load_price on /cart is new, drawn full red with
+    # the "new" border and a "+"; the bulk fetch it replaced is drawn as vanished at its 1.0 width.
+    boxes = boxes_of(page, differential["/cart/<int:user>"])
+    [(g, rect, label)] = [b for path, b in boxes.items() if path[-2:] == ("shop.pricing.load_price", "shop.db.fetch_price")]
+    assert g["data-kind"] == "new" and rgb(rect["fill"]) == flame.SLOWER and rect["stroke"] == flame.NEW_STROKE
+    assert label.startswith("+ ") and "fetch_price" in label
+    node = next(n for p, n in nodes_of(diffs["/cart/<int:user>"].root).items() if p[-2:] == ("shop.pricing.load_price", "shop.db.fetch_price"))
+    assert node.status == "new" and node.before is None and float(g["data-total"]) == node.total_ms
+    [(g, rect, _)] = [b for path, b in boxes.items() if path[-1:] == ("shop.db.fetch_prices",)]
+    assert g["data-kind"] == "vanished" and rect["fill"] == flame.VANISHED_FILL and float(g["data-before"]) > 0.5
+    # The planted audit on /checkout is new too, and the graphs say so in their legend.
+    assert any(b[0]["data-kind"] == "new" for p, b in boxes_of(page, differential["/checkout/<int:user>"]).items() if p[-1:] == ("shop.db.audit",))
+    [section] = page.find("section", id="flamediff")
+    assert "+ new in 1.1" in text_of(section) and "slower in 1.1" in text_of(section)
+
+
+def test_flame_graph_is_bounded_and_escapes_application_text():
+    """A tree of 2 + 30 + 30 x 20 nodes drawn with at most 50 boxes: the heaviest kept, the rest counted;
+    a hostile function name is text, in the label, the tooltip and the attributes."""
+    aggregates = [PathAggregate((EVIL_FUNCTION,), calls=10, total_ns=10_000_000_000, self_ns=0, file="/srv/<u>a</u>.py", line=3)]
+    for i in range(30):
+        aggregates.append(PathAggregate((EVIL_FUNCTION, f"m.f{i}"), calls=10, total_ns=(30 - i) * 10_000_000, file="m.py", line=i + 1))
+        for j in range(20):
+            aggregates.append(PathAggregate((EVIL_FUNCTION, f"m.f{i}", f"m.g{j}<b>"), calls=10, total_ns=(30 - i) * (20 - j) * 10_000, file="m.py"))
+    tree = build_tree(EVIL_ROUTE, EVIL_VERSION, 10, 10_000_000_000, 0, aggregates)
+    svg, dropped = flame.flame(tree, max_boxes=50)
+    page = Page(svg)
+    boxes = boxes_of(page, page.find("svg")[0])
+    assert len(boxes) == 50 and dropped == 2 + 30 + 600 - 50 and page.find("svg")[0]["attrs"]["data-dropped"] == str(dropped)
+    drawn = min(float(g["data-total"]) for g, _, _ in boxes.values())
+    nodes = nodes_of(tree.root)
+    assert all(n.total_ms <= drawn for p, n in nodes.items() if p not in boxes)  # the smallest were dropped
+    assert all(p[:-1] in boxes for p in boxes if p)  # every box under its drawn parent
+    for raw in (EVIL_FUNCTION, EVIL_ROUTE, EVIL_VERSION, "<b>", "<u>"):
+        assert raw not in svg, raw
+    assert not page.find("script") and not page.find("b") and not page.find("u")
+    g, _, label = boxes[(EVIL_FUNCTION,)]
+    assert g["data-function"] == EVIL_FUNCTION and EVIL_FUNCTION in label
+    titles = [text_of(t) for t in page.find("title")]
+    assert any(t.startswith(EVIL_FUNCTION) and "/srv/<u>a</u>.py:3" in t for t in titles)
+    assert page.find("svg")[0]["attrs"]["data-route"] == EVIL_ROUTE
+
+
+def test_hostile_text_in_the_flame_graphs_of_a_real_store(evil_report):
+    page = Page(evil_report.read_text(encoding="utf-8"))
+    graphs = page.find("svg", class_="flame")
+    assert len(graphs) == 2 and {svg["attrs"]["data-route"] for svg in graphs} == {EVIL_ROUTE}
+    for svg in graphs:
+        boxes = boxes_of(page, svg)
+        assert set(boxes) == {(), ("shop.views.index",), ("shop.views.index", EVIL_FUNCTION)}
+        assert boxes[("shop.views.index", EVIL_FUNCTION)][0]["data-function"] == EVIL_FUNCTION
+    [section] = page.find("section", id="flamediff")
+    assert f"not called in {EVIL_VERSION}" in text_of(section)
+
+
+def test_a_store_without_paths_has_no_flame_graphs(demo_db, tmp_path):
+    """A schema-1 store (written before execution paths): the section is a note, the rest as before."""
+    old = tmp_path / "schema1.db"
+    source, conn = sqlite3.connect(demo_db), sqlite3.connect(old)
+    try:
+        source.backup(conn)  # the demo's store with its WAL
+        for statement in ("DROP INDEX path_nodes_window", "DROP INDEX path_errors_window", "DROP TABLE path_errors",
+                          "DROP TABLE path_nodes", "ALTER TABLE windows DROP COLUMN overflow_paths", "PRAGMA user_version=1"):
+            conn.execute(statement)  # migration 2 undone
+        conn.commit()
+    finally:
+        source.close()
+        conn.close()
+    html = tmp_path / "old.html"
+    result = make_report(old, html)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    page = Page(html.read_text(encoding="utf-8"))
+    assert not page.find("svg", class_="flame") and not page.find("section", id="flamediff")
+    [section] = page.find("section", id="flame")
+    assert "schema 1" in text_of(section)
+    assert len(page.find("svg", class_="waterfall")) == 4 and len(page.find("svg", class_="breakdown")) == 4
+
+
 def test_versions_can_be_named_and_errors_are_one_line(demo_db, tmp_path):
     html = tmp_path / "named.html"
     result = make_report(demo_db, html, "--baseline", "1.1", "--candidate", "1.0")
@@ -400,8 +571,136 @@ def test_chromium_shows_hostile_text_as_text(chromium, evil_report, tmp_path):
     assert console_problems(dumped.stderr) == [], "\n".join(console_problems(dumped.stderr))
     dom = Page(dumped.stdout)
     assert dom.find("body")[0]["attrs"].get("data-ready") == "1"
-    assert len(dom.find("script")) == 1 and not dom.find("img") and len(dom.find("svg")) == 2
+    assert len(dom.find("script")) == 1 and not dom.find("img") and len(dom.find("svg")) == 4
+    assert len(dom.find("svg", class_="flame")) == 2 and len(dom.find("g", class_="box")) == 6
     assert EVIL_MESSAGE in "".join(dom.text) and EVIL_FUNCTION in "".join(dom.text)
+
+
+class DevTools:
+    """Chromium driven over the DevTools protocol on a pipe (``--remote-debugging-pipe``: it reads
+    NUL-terminated JSON on fd 3 and answers on fd 4), with no port open. Events are kept in order."""
+
+    def __init__(self, chromium: str, profile: Path):
+        profile.mkdir(parents=True, exist_ok=True)
+        to_child, to_us = os.pipe(), os.pipe()
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (to_child[0], to_us[1])]
+
+        def as_fd_3_and_4() -> None:  # in the child: dup2 makes them inheritable
+            os.dup2(high[0], 3)
+            os.dup2(high[1], 4)
+
+        self.proc = subprocess.Popen([chromium, *CHROMIUM_FLAGS, "--remote-debugging-pipe", f"--user-data-dir={profile}", "about:blank"],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     preexec_fn=as_fd_3_and_4, close_fds=False)  # our own fds are not inheritable
+        for fd in (to_child[0], to_us[1], *high):
+            os.close(fd)
+        self.writer, self.reader, self.buffer, self.last_id, self.events = to_child[1], to_us[0], b"", 0, []
+        self.stderr = ""
+
+    def send(self, method: str, params: dict | None = None, session: str | None = None, timeout: float = 30) -> dict:
+        self.last_id += 1
+        message = {"id": self.last_id, "method": method, "params": params or {}, **({"sessionId": session} if session else {})}
+        os.write(self.writer, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self._receive(deadline)
+            if reply.get("id") == self.last_id:
+                assert "error" not in reply, (method, reply["error"])
+                return reply["result"]
+            self.events.append(reply)
+
+    def wait_for(self, method: str, timeout: float = 30) -> dict:
+        deadline = time.monotonic() + timeout
+        while not any(e.get("method") == method for e in self.events):
+            self.events.append(self._receive(deadline))
+        return next(e for e in self.events if e.get("method") == method)
+
+    def evaluate(self, session: str, expression: str):
+        result = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True}, session)
+        assert "exceptionDetails" not in result, result
+        return result["result"].get("value")
+
+    def _receive(self, deadline: float) -> dict:
+        while b"\0" not in self.buffer:
+            left = deadline - time.monotonic()
+            assert left > 0 and select.select([self.reader], [], [], left)[0], "chromium did not answer in time"
+            chunk = os.read(self.reader, 1 << 20)
+            assert chunk, "chromium closed the DevTools pipe"
+            self.buffer += chunk
+        message, self.buffer = self.buffer.split(b"\0", 1)
+        return json.loads(message)
+
+    def __enter__(self) -> DevTools:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            os.write(self.writer, json.dumps({"id": 0, "method": "Browser.close"}).encode() + b"\0")
+        except OSError:
+            pass
+        try:
+            self.stderr = self.proc.communicate(timeout=30)[1].decode(errors="replace")
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.stderr = self.proc.communicate()[1].decode(errors="replace")
+        os.close(self.writer)
+        os.close(self.reader)
+
+
+DOCS_PNG = Path(__file__).resolve().parent.parent / "docs" / "flamegraph.png"
+
+
+def test_chromium_screenshots_the_differential_flame_graph(chromium, demo_report, tmp_path):
+    """The page in a real browser: every network request recorded (only the page itself may be
+    loaded), no console message or exception, the flame graphs' boxes all in the DOM; then a
+    screenshot of the differential flame graphs' section, whose colours are checked pixel by pixel."""
+    source_page = Page(demo_report.read_text(encoding="utf-8"))
+    url = demo_report.resolve().as_uri()
+    with DevTools(chromium, tmp_path / "profile") as browser:
+        [target] = [t for t in browser.send("Target.getTargets")["targetInfos"] if t["type"] == "page"]
+        session = browser.send("Target.attachToTarget", {"targetId": target["targetId"], "flatten": True})["sessionId"]
+        for domain in ("Network", "Page", "Runtime", "Log"):
+            browser.send(f"{domain}.enable", session=session)
+        browser.send("Emulation.setDeviceMetricsOverride", {"width": 1400, "height": 1000, "deviceScaleFactor": 1, "mobile": False}, session)
+        browser.send("Page.navigate", {"url": url}, session)
+        browser.wait_for("Page.loadEventFired")
+        assert browser.evaluate(session, "document.body.getAttribute('data-ready')") == "1"
+        drawn = browser.evaluate(session, "Array.from(document.querySelectorAll('svg.flame')).map("
+                                          "s => [s.getAttribute('data-route'), s.classList.contains('differential'), s.querySelectorAll('g.box').length])")
+        box = browser.evaluate(session, "JSON.stringify(document.getElementById('flamediff').getBoundingClientRect())")
+        box = json.loads(box)
+        clip = {"x": round(box["x"]) - 6, "y": round(box["y"]) - 6, "width": round(box["width"]) + 12, "height": round(box["height"]) + 12, "scale": 1}
+        shot = browser.send("Page.captureScreenshot", {"format": "png", "clip": clip, "captureBeyondViewport": True}, session)
+        browser.send("Network.disable", session=session)  # a last round trip: every event of the page is in
+    requests = [e["params"]["request"]["url"] for e in browser.events if e.get("method") == "Network.requestWillBeSent"]
+    assert requests == [url], requests  # the page itself, nothing else (the recording works: it saw the page)
+    said = [e["method"] for e in browser.events if e.get("method") in ("Runtime.consoleAPICalled", "Runtime.exceptionThrown", "Log.entryAdded")]
+    assert said == [], [e for e in browser.events if e.get("method") in said]
+    assert console_problems(browser.stderr) == [], "\n".join(console_problems(browser.stderr))
+    expected = [[svg["attrs"]["data-route"], "differential" in svg["attrs"]["class"], len(source_page.find("g", within=svg, class_="box"))]
+                for svg in source_page.find("svg", class_="flame")]
+    assert drawn == expected and len(drawn) == 8, drawn
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    png = ARTIFACTS / "flamegraph.png"
+    png.write_bytes(base64.b64decode(shot["data"]))
+    if os.environ.get("FUNCSIGHT_UPDATE_DOCS") == "1":
+        shutil.copyfile(png, DOCS_PNG)
+    width, height, rows = read_png(png)
+    assert (width, height) == (clip["width"], clip["height"]) and height > 400
+    # The red of new and much slower boxes, the grey of vanished ones: on screen at least half the
+    # area their rectangles promise (the SVG is scaled from 1240 to the section's width).
+    scale = (box["width"] - 40) / flame.WIDTH
+    pixels = {name: bytes(color) for name, color in (("red", flame.SLOWER), ("vanished", (0xE5, 0xE7, 0xEB)))}
+    counts = {name: sum(row.count(pixel) for row in rows) for name, pixel in pixels.items()}
+    promised = dict.fromkeys(pixels, 0.0)
+    for svg in source_page.find("svg", class_="differential"):
+        for rect in source_page.find("rect", within=svg, class_="node"):
+            name = "red" if rect["attrs"]["fill"] == flame._rgb(flame.SLOWER) else "vanished" if rect["attrs"]["fill"] == flame.VANISHED_FILL else None
+            if name and float(rect["attrs"]["width"]) >= 10:
+                promised[name] += float(rect["attrs"]["width"]) * float(rect["attrs"]["height"]) * scale ** 2 * 0.6  # labels cover some
+    assert promised["red"] > 5000 and promised["vanished"] > 1000, promised  # the planted regressions are large
+    assert all(counts[name] >= 0.5 * area for name, area in promised.items()), (counts, promised)
 
 
 # ------------------------------------------------------------------ a PNG reader (stdlib only)
