@@ -101,9 +101,9 @@ class FuncsightServer(LanguageServer):
         self.generation += 1
         self._maps.clear()
         if snapshot.problem and snapshot.problem != self._last_problem:
-            self.window_show_message(types.ShowMessageParams(types.MessageType.Warning, f"funcsight: {snapshot.problem}"))
+            self.window_show_message(types.ShowMessageParams(type=types.MessageType.Warning, message=f"funcsight: {snapshot.problem}"))
         self._last_problem = snapshot.problem
-        self.window_log_message(types.LogMessageParams(types.MessageType.Info, self.status()))
+        self.window_log_message(types.LogMessageParams(type=types.MessageType.Info, message=self.status()))
         self.publish_all()
         caps = self.client_capabilities.workspace
         if caps and caps.code_lens and caps.code_lens.refresh_support:
@@ -164,7 +164,7 @@ class FuncsightServer(LanguageServer):
         note = render.file_note(file_map, snap.candidate)
         if note:
             out.append(types.Diagnostic(
-                range=types.Range(types.Position(0, 0), types.Position(0, 0)),
+                range=types.Range(start=types.Position(line=0, character=0), end=types.Position(line=0, character=0)),
                 message=note, severity=types.DiagnosticSeverity.Information, source=SOURCE, code="edited-since-recorded",
             ))
         return out
@@ -185,17 +185,21 @@ class FuncsightServer(LanguageServer):
         lenses = []
         for match in file_map.matches:
             evidence = snap.functions.get(match.function)
-            if evidence is None:
+            where = types.Range(start=types.Position(line=match.definition.line, character=0), end=types.Position(line=match.definition.line, character=0))
+            if evidence is None:  # recorded in another version only
+                title = f"{snap.candidate}: not called (ran in {match.recorded.version})"
+                lenses.append(types.CodeLens(range=where, command=types.Command(title=title, command=OPEN_REPORT,
+                                                                                arguments=[match.function])))
                 continue
-            where = types.Range(types.Position(match.definition.line, 0), types.Position(match.definition.line, 0))
             title = render.lens_title(evidence, snap.candidate)
             if match.edited:
                 title += f" · edited since {snap.candidate}"
-            lenses.append(types.CodeLens(where, types.Command(title, OPEN_REPORT, [match.function])))
+            lenses.append(types.CodeLens(range=where, command=types.Command(title=title, command=OPEN_REPORT, arguments=[match.function])))
             if snap.baseline:
                 for finding in evidence.regressions[:2]:
-                    lenses.append(types.CodeLens(where, types.Command(
-                        render.finding_title(finding, snap.baseline, snap.candidate), OPEN_REPORT, [match.function])))
+                    lenses.append(types.CodeLens(range=where, command=types.Command(
+                        title=render.finding_title(finding, snap.baseline, snap.candidate), command=OPEN_REPORT,
+                        arguments=[match.function])))
         return lenses
 
     def hover(self, uri: str, position: types.Position) -> types.Hover | None:
@@ -206,7 +210,7 @@ class FuncsightServer(LanguageServer):
         if match is None:
             return None
         text = render.hover_markdown(self.snapshot.functions.get(match.function), match, self.snapshot)
-        return types.Hover(types.MarkupContent(types.MarkupKind.Markdown, text), _name_range(match))
+        return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=text), range=_name_range(match))
 
     def open_report(self, function: str | None) -> str:
         """Write the HTML report for the store being shown and ask the client to open it."""
@@ -221,20 +225,20 @@ class FuncsightServer(LanguageServer):
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
         if done.returncode != 0:
             message = (done.stderr.strip().splitlines() or ["report failed"])[-1]
-            self.window_show_message(types.ShowMessageParams(types.MessageType.Error, message))
+            self.window_show_message(types.ShowMessageParams(type=types.MessageType.Error, message=message))
             return message
         uri = from_fs_path(out) or out
         caps = self.client_capabilities.window
         if caps and caps.show_document and caps.show_document.support:
             self.window_show_document(types.ShowDocumentParams(uri=uri, external=True))
         else:
-            self.window_show_message(types.ShowMessageParams(types.MessageType.Info, f"funcsight report: {out}"))
+            self.window_show_message(types.ShowMessageParams(type=types.MessageType.Info, message=f"funcsight report: {out}"))
         return out
 
 
 def _name_range(match) -> types.Range:
     d = match.definition
-    return types.Range(types.Position(d.line, d.name_start), types.Position(d.line, d.name_end))
+    return types.Range(start=types.Position(line=d.line, character=d.name_start), end=types.Position(line=d.line, character=d.name_end))
 
 
 def build_server(settings: Settings) -> FuncsightServer:
