@@ -19,6 +19,7 @@ from funcsight.analysis.errors import error_records
 from funcsight.cli.output import print_json, render_table
 from funcsight.config import ConfigError
 from funcsight.durations import EXAMPLES, parse_duration
+from funcsight.lsp.cli import add_command as add_lsp_command
 from funcsight.mcp_server.cli import add_command as add_mcp_command
 from funcsight.report import ReportError
 from funcsight.report.cli import add_command as add_report_command
@@ -110,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=cmd_demo)
     add_mcp_command(commands)
     add_report_command(commands)
+    add_lsp_command(commands)
     return parser
 
 

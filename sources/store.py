@@ -232,6 +232,17 @@ class StoreSource:
         )
         return {r[0]: r[1] for r in rows}
 
+    def function_code(self, version: str | None = None) -> list[tuple[str, str, str, int, str]]:
+        """Where each sensed function's code was when it ran: ``(function, version, file, first line,
+        code hash)`` per function and version (``version`` filters). Editors map it onto the open
+        files (see :mod:`funcsight.lsp`)."""
+        where, params = _where(("c.version", version))
+        return self._numeric(self._query(
+            f"""SELECT f.name, c.version, c.file, c.line, c.code_hash FROM main.function_code c
+                JOIN main.functions f ON f.id = c.function_id {where}""",
+            params,
+        ), "function_code", (3,))
+
     def series(self, version: str | None = None, since: float | None = None) -> list[tuple]:
         """Per window: ``(start, end, function, kind, route, version, calls, errors, total_ns)``."""
         where, params = _where(("p.version", version), ("w.end >=", since))

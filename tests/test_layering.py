@@ -1,7 +1,7 @@
 """The folders are the parts, and data flows one way between them:
 
     write side:  instrumentation (sensor) -> processors (rollup) -> exporters -> store;  agent wires them
-    read side:   faces (cli, mcp_server, report, demo) -> analysis -> sources -> store
+    read side:   faces (cli, mcp_server, report, lsp, demo) -> analysis -> sources -> store
 
 Every part may import funcsight's core (the ``funcsight`` folder: config, names, histogram...), which
 imports no other part. Two checks, so an import hidden inside a function is seen too:
@@ -38,9 +38,11 @@ PARTS = {
     "funcsight.analysis": ("analysis", {"funcsight.sources"}),
     "funcsight.report": ("report", {"funcsight.analysis", "funcsight.sources"}),
     "funcsight.mcp_server": ("mcp_server", {"funcsight.analysis", "funcsight.sources"}),
+    "funcsight.lsp": ("lsp", {"funcsight.analysis", "funcsight.sources"}),
     "funcsight.demo": ("demo", set()),
     "funcsight.cli": (
-        "cli", {"funcsight.analysis", "funcsight.sources", "funcsight.report", "funcsight.mcp_server", "funcsight.demo"}),
+        "cli", {"funcsight.analysis", "funcsight.sources", "funcsight.report", "funcsight.mcp_server", "funcsight.lsp",
+                "funcsight.demo"}),
 }
 
 # Third-party or stdlib packages a part must never load (directly or through what it imports).
@@ -51,7 +53,8 @@ FORBIDDEN_LOADS = {
     "funcsight.sources": ["opentelemetry", "mcp"],
     "funcsight.analysis": ["opentelemetry", "sqlite3", "mcp", "urllib.request"],
     "funcsight.report": ["opentelemetry", "mcp"],
-    "funcsight.cli": ["opentelemetry", "mcp"],
+    "funcsight.cli": ["opentelemetry", "mcp", "pygls", "lsprotocol"],
+    "funcsight.lsp": ["opentelemetry", "mcp"],
 }
 
 

@@ -1,0 +1,5 @@
+import sys
+
+from funcsight.lsp.cli import main
+
+sys.exit(main())
