@@ -25,7 +25,7 @@ class FunctionEvidence:
     regressions: list = field(default_factory=list)  # funcsight.analysis.compare.Finding, biggest impact first
     improvements: list = field(default_factory=list)
     errors: list[ErrorRecord] = field(default_factory=list)  # shown version, latest first
-    call_paths: list[str] = field(default_factory=list)  # filled once the source gives execution paths
+    call_paths: list[str] = field(default_factory=list)  # the call paths that reach it, most calls first
 
     @property
     def busiest(self) -> FunctionRow | None:
@@ -98,6 +98,7 @@ def _read(source: Source, label: str, baseline: str | None, candidate: str | Non
             functions[record["function"]].errors.append(record)
     for evidence in functions.values():
         evidence.errors.sort(key=lambda r: -r["last_seen"])
+    _add_call_paths(source, candidate, functions)
     recorded = _recorded(source, candidate, versions)
     by_module: dict[str, list[str]] = {}
     for name, rec in recorded.items():
@@ -105,6 +106,26 @@ def _read(source: Source, label: str, baseline: str | None, candidate: str | Non
         if module is not None:
             by_module.setdefault(module, []).append(name)
     return Snapshot(label, versions, baseline, candidate, functions, recorded, by_module, regressions, tests)
+
+
+MAX_CALL_PATHS = 5  # per function, in its hover
+
+
+def _add_call_paths(source: Source, version: str, functions: dict[str, FunctionEvidence]) -> None:
+    """The call paths that reach each function in ``version`` (from the execution paths), most
+    calls per request first: ``/route: a > b > f (2.5 calls/req)``."""
+    requests = {route: agg.requests for (route, _v), agg in source.route_aggregates(None, version).items()}
+    found: dict[str, list[tuple[float, str]]] = {}
+    for (route, _v, path), agg in source.path_aggregates(None, version).items():
+        if path[-1] in functions and requests.get(route):
+            per_request = agg.calls / requests[route]
+            found.setdefault(path[-1], []).append((per_request, f"`{route}`: {' > '.join(path)} ({per_request:.2f} calls/req)"))
+    for name, paths in found.items():
+        paths.sort(key=lambda item: (-item[0], item[1]))
+        shown = [text for _, text in paths[:MAX_CALL_PATHS]]
+        if len(paths) > MAX_CALL_PATHS:
+            shown.append(f"({len(paths) - MAX_CALL_PATHS} more paths)")
+        functions[name].call_paths = shown
 
 
 def _recorded(source: Source, candidate: str, versions: list[str]) -> dict[str, Recorded]:

@@ -6,6 +6,7 @@ diagnostics."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import socket
@@ -18,6 +19,7 @@ from lsprotocol import types
 
 from funcsight.demo.sample_app import FILES_V2
 
+from helpers import cli_ok
 from lsp_support import cli_json, def_line, demo_store, file_digest, lsp_session, open_file, run, wait_for, write_shop
 
 LENS = re.compile(r"^(?P<version>[^:]+): (?P<cpr>[\d.]+) calls/req · (?P<ms>[\d.]+) ms/req on (?P<route>\S+) · "
@@ -128,6 +130,21 @@ def test_hover_shows_routes_and_the_last_exception(store, shop):
     innermost = latest["stack"][-1]
     assert f"{innermost['function']} ({os.path.basename(innermost['file'])}:{innermost['line']})" in text
     assert "reserve (inventory.py:" in text
+    # The call paths that reach it, from the execution paths, as `funcsight tree` has them.
+    checkout = "/checkout/<int:user>"
+    tree = json.loads(cli_ok("tree", "--db", str(store), "--route", checkout, "--version", "1.1", "--format", "json"))
+    reached = [(path, node) for path, node in _flatten(tree["root"]) if path[-1] == "shop.inventory.reserve"]
+    assert reached and "**Call paths**" in text
+    for path, node in reached:
+        assert f"`{checkout}`: {' > '.join(path)} ({node['calls_per_request']:.2f} calls/req)" in text, text
+
+
+def _flatten(node: dict, path: tuple = ()) -> list:
+    out = []
+    for child in node["children"]:
+        out.append((path + (child["function"],), child))
+        out += _flatten(child, path + (child["function"],))
+    return out
 
 
 def test_regressions_of_the_diff_are_diagnostics(store, shop):
