@@ -47,7 +47,7 @@ def _say(line: str) -> None:
 
 
 def start_line(running: Any) -> str:
-    selector, config = running.selector, running.config
+    selector = running.selector
     sensor = getattr(running.sensor, "implementation", "?")
     return (f"funcsight: sensing {selector.describe()} ({sensor} sensor, service {running.service}, "
             f"version {running.version}); data: {destinations(running)}")

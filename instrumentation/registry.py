@@ -7,10 +7,11 @@ recorded beside it. Ids index flat tables on the hot path, so they are small and
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from dataclasses import dataclass
 from types import CodeType
+
+from funcsight.codehash import code_hash
 
 FUNCTION = "function"
 SPAN = "span"
@@ -28,24 +29,6 @@ class FunctionInfo:
 
 CO_GENERATOR, CO_COROUTINE, CO_ITERABLE_COROUTINE, CO_ASYNC_GENERATOR = 0x20, 0x80, 0x100, 0x200
 _SUSPENDING = CO_GENERATOR | CO_COROUTINE | CO_ITERABLE_COROUTINE | CO_ASYNC_GENERATOR
-
-
-def code_hash(code: CodeType) -> str:
-    """A short hash of what a function does (bytecode, constants, names), nested code included,
-    so a deployment diff can tell a changed function from a changed behaviour."""
-    digest = hashlib.sha1()
-    _feed(digest, code)
-    return digest.hexdigest()[:16]
-
-
-def _feed(digest, code: CodeType) -> None:
-    digest.update(code.co_code)
-    digest.update(repr(code.co_names).encode())
-    for const in code.co_consts:
-        if isinstance(const, CodeType):
-            _feed(digest, const)
-        else:
-            digest.update(repr(const).encode())
 
 
 def function_info(code: CodeType, module: str) -> FunctionInfo:

@@ -17,11 +17,12 @@ Pure Python over plain records: no pygls, no store.
 from __future__ import annotations
 
 import ast
-import hashlib
 import os
 import warnings
 from dataclasses import dataclass, field
 from types import CodeType
+
+from funcsight.codehash import code_hash
 
 
 @dataclass(frozen=True)
@@ -84,24 +85,6 @@ class FileMap:
             if d.first_line - 1 <= line <= d.header_last_line and (best is None or d.line > best.definition.line):
                 best = m
         return best
-
-
-def code_hash(code: CodeType) -> str:
-    """The sensor's code hash (``funcsight.instrumentation.registry.code_hash``, repeated here because
-    a face never imports the sensor; a test keeps the two equal)."""
-    digest = hashlib.sha1()
-    _feed(digest, code)
-    return digest.hexdigest()[:16]
-
-
-def _feed(digest, code: CodeType) -> None:
-    digest.update(code.co_code)
-    digest.update(repr(code.co_names).encode())
-    for const in code.co_consts:
-        if isinstance(const, CodeType):
-            _feed(digest, const)
-        else:
-            digest.update(repr(const).encode())
 
 
 def _utf16(text: str) -> int:

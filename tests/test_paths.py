@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import importlib
 import itertools
-import json
 
 import pytest
 from helpers import assert_functions_are_sums_of_nodes, cli_ok, get_ok, store_env, tree_nodes
