@@ -21,7 +21,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.sdk.resources import Resource
 
 from funcsight import __version__, names
-from funcsight.agent import lifecycle
+from funcsight.agent import lifecycle, threads
 from funcsight.agent.providers import FAILURES as DELIVERY_FAILURES
 from funcsight.agent.providers import ensure_meter_provider, ensure_tracer_provider, store_enabled
 from funcsight.agent.startup import announce_start
@@ -135,6 +135,7 @@ def _start(**kwargs: Any) -> Running:
     sensor.start()
     announce_start(running)  # the start-up line and the "nothing sensed" warning
     lifecycle.install(running)
+    threads.install(sensor)  # a thread pool's tasks belong to the request (and call) that submitted them
     return running
 
 
@@ -168,6 +169,7 @@ def _error_sampler(config: Config):
 
 
 def _stop(running: Running) -> None:
+    threads.uninstall()
     try:
         running.sensor.stop()
     except Exception:

@@ -263,7 +263,7 @@ class PythonSensor:
                 stack = tls.stack
             except AttributeError:
                 stack = tls.stack = []
-            parent = stack[-1][6] if stack else ROOT
+            parent = stack[-1][6] if stack else getattr(tls, "base", ROOT)
             edge = last_edge[fid]
             if edge[0] == parent:
                 node = edge[1]
@@ -343,7 +343,7 @@ class PythonSensor:
             except AttributeError:
                 stack = tls.stack = []
             # node_of inlined: no Python-level call here (see above) unless the edge is new.
-            parent = stack[-1][6] if stack else ROOT
+            parent = stack[-1][6] if stack else getattr(tls, "base", ROOT)
             edge = last_edge[fid]
             if edge[0] == parent:
                 node = edge[1]
@@ -442,13 +442,22 @@ class PythonSensor:
                 finish_deferred()
 
         def current_node():
-            """The path node of the innermost sensed call in flight on this thread (0: none)."""
+            """The path node of the innermost sensed call in flight on this thread (else the node
+            its outermost calls hang under: 0, the request's root, unless set_base_node moved it)."""
             stack = getattr(tls, "stack", None)
-            return stack[-1][6] if stack else ROOT
+            return stack[-1][6] if stack else getattr(tls, "base", ROOT)
+
+        def set_base_node(node):
+            """Hang this thread's outermost calls under ``node`` (a thread pool's task runs under
+            the call that submitted it); returns the previous base node."""
+            previous = getattr(tls, "base", ROOT)
+            tls.base = node if 0 <= node < len(self.paths) else ROOT
+            return previous
 
         self.enter, self.leave, self.suspend, self.resume = enter, leave, suspend, resume
         self.sweep_parked = sweep_parked
         self.current_node = current_node
+        self.set_base_node = set_base_node
         self._callbacks = {
             "PY_START": on_start,
             "PY_RETURN": on_return,

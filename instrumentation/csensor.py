@@ -94,6 +94,7 @@ class CSensor(PythonSensor):
         self.enter, self.leave, self.suspend, self.resume = core.enter, core.leave, core.suspend, core.resume
         self.sweep_parked = core.sweep_parked
         self.current_node = core.current_node
+        self.set_base_node = core.set_base_node
         if _csensor.HAS_MONITORING:
             self._callbacks = {
                 "PY_START": core.on_start,

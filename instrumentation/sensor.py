@@ -40,6 +40,7 @@ class RewritingSensor:
         self.sink = core.sink
         self.paths = core.paths
         self.current_node = core.current_node
+        self.set_base_node = core.set_base_node
         self.sweep_parked = core.sweep_parked
         self.rewriter = ImportRewriter(core, selector)  # takes a C core's own hooks (rewrite_hooks)
 

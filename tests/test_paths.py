@@ -115,6 +115,14 @@ def read_pages(n):
     return list(Pager(n))
 
 
+def pooled(n):
+    return shared(n)
+
+
+def submitter(pool, n):
+    return [future.result() for future in [pool.submit(pooled, i) for i in range(n)]]
+
+
 def lookup(table, key):
     return table[key]
 
@@ -305,6 +313,26 @@ def test_a_failing_stack_sampler_never_reaches_the_application(harness):
     assert {path: counts[:2] for path, counts in h.nodes(table).items()} == {
         ("safe_lookup",): [3, 0], ("safe_lookup", "lookup"): [3, 3]}
     assert core.internal_errors - before == 1  # one sample is taken per function x type per request
+
+
+def test_work_handed_to_a_thread_pool_stays_under_the_call_that_submitted_it(harness):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from funcsight.agent import threads
+
+    h = harness()
+    threads.install(h.sensor)
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            table = h.run(lambda: h.mod.submitter(pool, 3))
+            background = h.run(lambda: None)  # a later request: the pool threads are back at the root
+            pool.submit(h.mod.pooled, 1).result()  # outside any request
+    finally:
+        threads.uninstall()
+    assert _calls(h.nodes(table)) == {
+        ("submitter",): 1, ("submitter", "pooled"): 3, ("submitter", "pooled", "shared"): 3}
+    assert h.nodes(background) == {}
+    assert _calls(h.nodes(h.sensor.sink.background)) == {("pooled",): 1, ("pooled", "shared"): 1}
 
 
 @pytest.mark.parametrize("window_impl", ["python", "c"])

@@ -86,7 +86,7 @@ stack_of(Core *core)
 static inline int32_t
 node_of_call(Core *core, ThreadStack *st, int32_t fid)
 {
-    int32_t parent = st->len > 0 ? live(&st->items[st->len - 1])->node : PATH_ROOT;
+    int32_t parent = st->len > 0 ? live(&st->items[st->len - 1])->node : st->base_node;
     int32_t node = paths_node(core->paths, parent, fid);
     return LIKELY(node >= 0) ? node : parent; /* out of memory: the call is counted at its parent */
 }

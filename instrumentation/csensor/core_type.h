@@ -152,7 +152,24 @@ static PyObject *
 core_current_node(Core *core, PyObject *unused)
 {
     ThreadStack *st = stack_of(core);
-    return PyLong_FromLong(st != NULL && st->len > 0 ? live(&st->items[st->len - 1])->node : PATH_ROOT);
+    if (st == NULL)
+        return PyLong_FromLong(PATH_ROOT);
+    return PyLong_FromLong(st->len > 0 ? live(&st->items[st->len - 1])->node : st->base_node);
+}
+
+/* set_base_node(node) -> the previous one: the node this thread's outermost calls hang under. */
+static PyObject *
+core_set_base_node(Core *core, PyObject *arg)
+{
+    long node = PyLong_AsLong(arg);
+    if (node == -1 && PyErr_Occurred())
+        return NULL;
+    ThreadStack *st = stack_of(core);
+    if (st == NULL)
+        return PyErr_NoMemory();
+    long previous = st->base_node;
+    st->base_node = node >= 0 && core->paths != NULL && node < core->paths->n ? (int32_t)node : PATH_ROOT;
+    return PyLong_FromLong(previous);
 }
 
 static PyObject *
@@ -298,6 +315,7 @@ static PyMethodDef core_methods[] = {
     {"set_kind", (PyCFunction)(void (*)(void))core_set_kind, METH_FASTCALL, "set_kind(fid, kind)"},
     {"stack_depth", (PyCFunction)core_stack_depth, METH_NOARGS, "in-flight invocations on this thread"},
     {"current_node", (PyCFunction)core_current_node, METH_NOARGS, "path node of the innermost sensed call on this thread"},
+    {"set_base_node", (PyCFunction)core_set_base_node, METH_O, "set_base_node(node) -> previous: where this thread's outermost calls hang"},
     {"stack_fids", (PyCFunction)core_stack_fids, METH_NOARGS, "function ids on this thread's stack"},
     {NULL},
 };

@@ -65,6 +65,9 @@ typedef struct {
     /* 3.11 await_(): the coroutine this thread's awaiter is about to await, and the awaiter's
      * token (strong references, held from the await until the awaiter resumes or exits). */
     PyObject *pending_awaitable, *pending_awaiter;
+    /* The path node the thread's outermost calls hang under: 0 (the request's root), or the node
+     * of the call that handed this thread its work (a thread pool's task, see agent/threads.py). */
+    int32_t base_node;
 } ThreadStack;
 
 static void
