@@ -57,6 +57,7 @@ MIN_SELF_CHANGE = 0.10
 MIN_FANOUT_CHANGE = 0.10
 MIN_ERROR_RATE_CHANGE = 0.01
 MIN_WINDOWS = 3
+SPREAD_QUANTILE = 0.75  # of unchanged code's deviations from the drift factor: the spread
 MATERIAL_FRACTION = 0.05  # a drift component must hold this much of its route's time
 MIN_CALLS = 20
 STABLE_CALLS_TOLERANCE = 0.02
@@ -134,9 +135,6 @@ class Drift:
     components: int = 0
     material: list[tuple[str, str, float]] = field(default_factory=list)  # (route, node, deviation)
 
-    def spread_without(self, route: str, name: str) -> float:
-        others = [abs(dev) for r, n, dev in self.material if (r, n) != (route, name)]
-        return max(others, default=0.0)
 
     def as_dict(self) -> dict:
         return {"factor": round(self.factor, 4), "spread": round(self.spread, 4), "components": self.components,
@@ -200,15 +198,21 @@ def is_stable(a: Side, b: Side, path: tuple, changed: set[str]) -> bool:
     return below_a == below_b
 
 
+def stable_paths(a: Side, b: Side, changed: set[str]) -> set[tuple]:
+    return {path for path in set(a.nodes) & set(b.nodes) if is_stable(a, b, path, changed)}
+
+
+def untouched(a: Side, b: Side, stable: set[tuple]) -> bool:
+    """Every node of the route is stable, in both versions: nothing about the route changed."""
+    return bool(a.nodes) and set(a.nodes) == set(b.nodes) == stable
+
+
 def estimate_drift(pairs: dict[str, tuple[Side, Side]], changed: set[str]) -> Drift:
     components: list[tuple[str, str, float, float, bool]] = []  # route, name, ratio, weight, material
     for route, (a, b) in pairs.items():
-        untouched = set(a.nodes) == set(b.nodes) and bool(a.nodes)
+        stable = stable_paths(a, b, changed)
         route_ms = a.mean_ms
-        for path in set(a.nodes) & set(b.nodes):
-            if not is_stable(a, b, path, changed):
-                untouched = False
-                continue
+        for path in stable:
             na, nb = a.nodes[path], b.nodes[path]
             if na.self_ns <= 0 or nb.self_ns <= 0:
                 continue
@@ -216,7 +220,7 @@ def estimate_drift(pairs: dict[str, tuple[Side, Side]], changed: set[str]) -> Dr
             weight = a.per_request(na.self_ns)
             material = weight >= MATERIAL_FRACTION * route_ms and na.calls >= MIN_CALLS and nb.calls >= MIN_CALLS
             components.append((route, "/".join(path), ratio, weight, material))
-        if untouched:
+        if untouched(a, b, stable):
             ua, ub = a.outside_ms(), b.outside_ms()
             if ua > 0 and ub > 0:
                 ratio = robust_ratio(a.outside_windows, b.outside_windows, ua, ub)
@@ -226,7 +230,9 @@ def estimate_drift(pairs: dict[str, tuple[Side, Side]], changed: set[str]) -> Dr
         return Drift(components=len(components))
     factor = _weighted_median([(ratio, weight) for _r, _n, ratio, weight, _m in components])
     material = [(r, n, ratio / factor - 1) for r, n, ratio, _w, m in components if m]
-    return Drift(factor, max((abs(d) for _r, _n, d in material), default=0.0), len(components), material)
+    deviations = sorted(abs(d) for _r, _n, d in material)
+    spread = deviations[int(SPREAD_QUANTILE * (len(deviations) - 1))] if deviations else 0.0
+    return Drift(factor, spread, len(components), material)
 
 
 # ------------------------------------------------------------------------------------ the parts
@@ -241,8 +247,9 @@ class Part:
     calls_per_call: tuple[float, float] | None = None  # of the callee, per call of the caller
 
 
-def decompose(a: Side, b: Side, drift: float) -> list[Part]:
-    """The exact decomposition of ``b.mean_ms - a.mean_ms`` (see the module docstring)."""
+def decompose(a: Side, b: Side, drift: float, stable: set[tuple] = frozenset()) -> list[Part]:
+    """The exact decomposition of ``b.mean_ms - a.mean_ms`` (see the module docstring). The own
+    time of a ``stable`` node (nothing about it changed but the machine) is kind ``unchanged_code``."""
     parts: list[Part] = []
     both = set(a.nodes) & set(b.nodes)
     ca = {p: a.nodes[p].calls / a.requests for p in a.nodes}
@@ -255,7 +262,7 @@ def decompose(a: Side, b: Side, drift: float) -> list[Part]:
         per_call_b = sb[p] / cb[p] if cb[p] else 0.0
         own = cb[p] * (per_call_b - drift * per_call_a)
         drift_ms += cb[p] * (drift - 1) * per_call_a
-        parts.append(Part("self_time", p, own))
+        parts.append(Part("unchanged_code" if p in stable else "self_time", p, own))
     # subtree baseline self per request, over nodes in both
     subtree_a: dict[tuple, float] = {p: 0.0 for p in both}
     for p in both:

@@ -167,32 +167,58 @@ def _window_ms(side: at.Side, scale: float = 1.0) -> list[float]:
     return [total / requests / 1e6 * scale for requests, total in side.windows if requests]
 
 
-def _route_verdict(route: str, a: at.Side, b: at.Side, drift: at.Drift, parts: list[at.Part]) -> tuple[RouteVerdict, float, str]:
+def _changed_ms(side: at.Side, stable: set[tuple]) -> list[float]:
+    """Per window: the route's time per request minus the self time of its stable nodes (the time of
+    what may have changed)."""
+    if not stable:
+        return [total / requests / 1e6 for requests, total in side.windows if requests]
+    cells = []
+    by_window = list(zip(*[side.node_windows.get(p, []) for p in stable])) if all(
+        len(side.node_windows.get(p, [])) == len(side.windows) for p in stable) else None
+    if by_window is None:
+        return []
+    for (requests, total), nodes in zip(side.windows, by_window):
+        if requests:
+            cells.append((total - sum(self_ns for _calls, self_ns in nodes)) / requests / 1e6)
+    return cells
+
+
+def _route_verdict(route: str, a: at.Side, b: at.Side, drift: at.Drift, parts: list[at.Part], stable: set[tuple],
+                   hashes_known: bool) -> tuple[RouteVerdict, float, str]:
     """The latency verdict's figures and its p (the direction decided by the change); the failed-
-    request test is made by the caller."""
+    request test is made by the caller. With code hashes, the self time of nodes whose code, calls and
+    callees are unchanged is the machine's and is taken out; the rest is compared with the baseline's
+    times the drift factor. Without them the whole route is, against a margin widened by the spread."""
     factor = drift.factor
-    win_a, win_b = _window_ms(a), _window_ms(b)
-    robust = at.robust_ratio(win_a, win_b, a.mean_ms, b.mean_ms) / factor - 1
-    mean_rel = b.mean_ms / (factor * a.mean_ms) - 1 if a.mean_ms else 0.0
-    margin = max(at.MIN_ROUTE_CHANGE, drift.spread)
-    net_ms = b.mean_ms - factor * a.mean_ms
+    excluded = stable if hashes_known else set()
+    stable_a = sum(a.per_request(a.nodes[p].self_ns) for p in excluded)
+    stable_b = sum(b.per_request(b.nodes[p].self_ns) for p in excluded)
+    changed_a, changed_b = a.mean_ms - stable_a, b.mean_ms - stable_b
+    win_a, win_b = _changed_ms(a, excluded), _changed_ms(b, excluded)
+    net_ms = changed_b - factor * changed_a
+    robust = (at.robust_ratio(win_a, win_b, changed_a, changed_b) * changed_b - factor * changed_b) / a.mean_ms if a.mean_ms and changed_b else 0.0
+    if len(win_a) >= at.MIN_WINDOWS and len(win_b) >= at.MIN_WINDOWS and a.mean_ms:
+        robust = (at._median(win_b) - factor * at._median(win_a)) / a.mean_ms
+    mean_rel = net_ms / a.mean_ms if a.mean_ms else 0.0
+    margin = at.MIN_ROUTE_CHANGE if hashes_known else max(at.MIN_ROUTE_CHANGE, drift.spread)
     direction = ""
     if robust >= margin and mean_rel >= margin and net_ms >= at.MIN_ROUTE_CHANGE_MS:
         direction = "slower"
     elif robust <= -margin / (1 + margin) and mean_rel <= -margin / (1 + margin) and -net_ms >= at.MIN_ROUTE_CHANGE_MS:
         direction = "faster"
     p = 1.0
+    what = "route time minus unchanged code" if excluded else "route time"
     if direction:
-        scaled_a = _window_ms(a, factor)
+        scaled_a = [v * factor for v in win_a]
         if len(win_a) >= at.MIN_WINDOWS and len(win_b) >= at.MIN_WINDOWS:
-            test = "Mann-Whitney U on per-window mean latency (baseline x drift)"
+            test = f"exact Mann-Whitney U on per-window mean {what} per request (baseline x drift)"
             p = at.window_test(win_b, scaled_a) if direction == "slower" else at.window_test(scaled_a, win_b)
         else:
             test = "Mann-Whitney U on request durations (too few windows to test across them)"
             p = mann_whitney_greater(a.hist, b.hist) if direction == "slower" else mann_whitney_greater(b.hist, a.hist)
     else:
         test = "none: the change is below the margin"
-    drift_ms = sum(part.ms for part in parts if part.kind == "drift")
+    drift_ms = sum(part.ms for part in parts if part.kind in ("drift", "unchanged_code"))
     verdict = RouteVerdict(
         route, "unchanged", a.requests, b.requests, round(a.mean_ms, 4), round(b.mean_ms, 4), round(b.mean_ms - a.mean_ms, 4),
         round(drift_ms, 4), round(robust, 4),
@@ -225,6 +251,7 @@ def diff(source: Source, baseline: str, candidate: str, route: str | None = None
     hashes_a, hashes_b = source.code_hashes(baseline), source.code_hashes(candidate)
     changed = {name for name in set(hashes_a) & set(hashes_b) if hashes_a[name] != hashes_b[name]}
     pairs = {r: (sides_a[r], sides_b[r]) for r in sorted(set(sides_a) & set(sides_b))}
+    hashes_known = bool(hashes_a) and bool(hashes_b)
     drift = at.estimate_drift(pairs, changed)  # from every route, whatever the filter
     aggregates = source.function_aggregates(route)
     functions_a, functions_b = _by_route(aggregates, baseline), _by_route(aggregates, candidate)
@@ -244,8 +271,9 @@ def diff(source: Source, baseline: str, candidate: str, route: str | None = None
     for route_name, (a, b) in pairs.items():
         if route is not None and route_name != route:
             continue
-        parts = at.decompose(a, b, drift.factor)
-        verdict, p_latency, direction = _route_verdict(route_name, a, b, drift, parts)
+        stable = at.stable_paths(a, b, changed)
+        parts = at.decompose(a, b, drift.factor, stable if hashes_known else set())
+        verdict, p_latency, direction = _route_verdict(route_name, a, b, drift, parts, stable, hashes_known)
         route_tests += 2
         failed_p = 1.0
         if b.errors / b.requests - a.errors / a.requests >= at.MIN_ERROR_RATE_CHANGE:
@@ -279,7 +307,7 @@ def diff(source: Source, baseline: str, candidate: str, route: str | None = None
             slower = part.ms > 0
             fallback = (fa_route.get((part.path[-1], "function")), fb_route.get((part.path[-1], "function")))
             p, rel = _own_time_p(a, b, part.path, drift.factor, slower, fallback)
-            bar = max(at.MIN_SELF_CHANGE, drift.spread_without(route_name, "/".join(part.path)))
+            bar = max(at.MIN_SELF_CHANGE, drift.spread)
             if (rel >= bar if slower else rel <= -bar / (1 + bar)):
                 candidates.append(("slower" if slower else "faster",
                                    finding(part.path, "self_time", part.ms, p, rel, "Mann-Whitney U on per-window self time per call (baseline x drift)")))
@@ -428,9 +456,12 @@ def explain(source: Source, route: str, baseline: str, candidate: str) -> Explan
     judged = diff(source, baseline, candidate, route)
     verdict = next((v for v in judged.routes if v.route == route), None)
     side_a, side_b = at.load_sides(source, baseline, route)[route], at.load_sides(source, candidate, route)[route]
-    decomposition = at.decompose(side_a, side_b, judged.drift.factor)
+    hashes_a, hashes_b = source.code_hashes(baseline), source.code_hashes(candidate)
+    changed = {name for name in set(hashes_a) & set(hashes_b) if hashes_a[name] != hashes_b[name]}
+    stable = at.stable_paths(side_a, side_b, changed) if hashes_a and hashes_b else set()
+    decomposition = at.decompose(side_a, side_b, judged.drift.factor, stable)
     tree = decomposition_tree(route, side_a, side_b, decomposition)
-    drift_ms = sum(p.ms for p in decomposition if p.kind == "drift")
+    drift_ms = sum(p.ms for p in decomposition if p.kind in ("drift", "unchanged_code"))
     return Explanation(route, baseline, candidate, round(mean_a, 4), round(mean_b, 4), round(mean_b - mean_a, 4), parts,
                        round(unexplained, 4), verdict, judged.drift.as_dict(), round(drift_ms, 4),
                        judged.regressions + judged.improvements, tree)
@@ -441,7 +472,8 @@ def decomposition_tree(route: str, a: at.Side, b: at.Side, parts: list[at.Part])
     calls it makes (fan-out, new and removed calls: the caller's), ``subtree_ms`` summing both over
     the subtree; the root adds the time outside sensed code and the machine drift. The root's
     ``subtree_ms`` is the route's whole change."""
-    own = {p.path: p.ms for p in parts if p.kind == "self_time"}
+    own = {p.path: p.ms for p in parts if p.kind in ("self_time", "unchanged_code")}
+    unchanged = {p.path for p in parts if p.kind == "unchanged_code"}
     calls: dict[tuple, list] = {}
     for p in parts:
         if p.kind in ("fan_out", "new_call", "removed_call") and abs(p.ms) > 0:
@@ -465,6 +497,7 @@ def decomposition_tree(route: str, a: at.Side, b: at.Side, parts: list[at.Part])
             "self_ms_per_call": [round(na.self_ns / na.calls / 1e6, 4) if na and na.calls else 0.0,
                                  round(nb.self_ns / nb.calls / 1e6, 4) if nb and nb.calls else 0.0] if path else None,
             "own_ms": round(own.get(path, 0.0), 4),
+            "unchanged_code": path in unchanged,  # code, calls and callees unchanged: its own change is the machine's
             "calls": sorted(calls.get(path, []), key=lambda c: -abs(c["ms_per_request"])),
             "subtree_ms": round(mine + sum(k["subtree_ms"] for k in kids), 4),
             "children": sorted(kids, key=lambda k: -abs(k["subtree_ms"])),

@@ -6,8 +6,7 @@ Seeded scenarios with a known ground truth, run for real: the shop in ``bench/ap
 copied to a scratch directory, release 2 of a scenario replaces one marked line (``# PLANT:<name>``)
 in the copy, and each release is served under ``opentelemetry-instrument`` (funcsight's embedded
 store, export every 0.5 s) and driven over 127.0.0.1 with bounded traffic (a fixed number of
-requests per route, spread over a few seconds, four clients sending the same route together so a
-lock can be contended). Then ``funcsight.analysis.compare.diff`` judges release 1 -> release 2.
+requests per route, spread over a few seconds, one at a time except the lock route's: four at once). Then ``funcsight.analysis.compare.diff`` judges release 1 -> release 2.
 
 Scenarios (route affected -> planted function, kind):
 
@@ -55,6 +54,7 @@ APP_DIR = Path(__file__).resolve().parent / "apps" / "diagshop"
 BIN_DIR = Path(sys.executable).parent
 EXPORT_INTERVAL_S = "0.5"
 CLIENTS = 4
+CONCURRENT_ROUTES = ("/counter/<int:n>",)
 
 ROUTES = {
     "/orders/<int:user>": lambda n: f"/orders/{n}",
@@ -158,33 +158,35 @@ def wait_port(port: int, process: subprocess.Popen, timeout_s: float = 30.0) -> 
 
 
 def drive(port: int, seed: int, per_route: int, spread_s: float) -> None:
-    """``per_route`` GETs of every route in groups of CLIENTS same-route requests (group order
-    shuffled by ``seed``), sent by CLIENTS threads, spread evenly over ``spread_s`` seconds."""
+    """``per_route`` GETs of every route, in an order shuffled by ``seed``, spread evenly over
+    ``spread_s`` seconds, one at a time, except the lock route's, which come CLIENTS at once (so a
+    lock can be contended; concurrent CPU-bound requests elsewhere would only add GIL noise)."""
     rng = random.Random(seed)
-    groups = [route for route in ROUTES for _ in range(per_route // CLIENTS)]
-    rng.shuffle(groups)
-    plan = [ROUTES[route](rng.randrange(10_000)) for route in groups for _ in range(CLIENTS)]
-    cursor, lock, failures = iter(range(len(plan))), threading.Lock(), []
-    gap, started = spread_s / len(groups), time.monotonic()
+    batches = []
+    for route in ROUTES:
+        size = CLIENTS if route in CONCURRENT_ROUTES else 1
+        batches += [[ROUTES[route](rng.randrange(10_000)) for _ in range(size)] for _ in range(per_route // size)]
+    rng.shuffle(batches)
+    failures: list[str] = []
+    gap, started = spread_s / len(batches), time.monotonic()
 
-    def client() -> None:
-        while True:
-            with lock:
-                index = next(cursor, None)
-            if index is None:
-                return
-            delay = started + (index // CLIENTS) * gap - time.monotonic()  # a group is sent together
-            if delay > 0:
-                time.sleep(delay)
-            status = get(port, plan[index])
-            if status != 200:
-                failures.append(f"GET {plan[index]} -> {status}")
+    def send(path: str) -> None:
+        status = get(port, path)
+        if status != 200:
+            failures.append(f"GET {path} -> {status}")
 
-    threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=300)
+    for index, batch in enumerate(batches):
+        delay = started + index * gap - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        if len(batch) == 1:
+            send(batch[0])
+            continue
+        threads = [threading.Thread(target=send, args=(path,)) for path in batch]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
     if failures:
         raise RuntimeError(f"{len(failures)} failed requests, e.g. {failures[:3]}")
 
@@ -294,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, help="copy each run's store into this directory")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every run's outcome")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the app and the burner on the way out
     names = [n.strip() for n in args.scenarios.split(",") if n.strip()]
     unknown = [n for n in names if n not in BY_NAME]
     if unknown:
