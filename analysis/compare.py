@@ -228,6 +228,14 @@ def _route_verdict(route: str, a: at.Side, b: at.Side, drift: at.Drift, parts: l
     return verdict, p, direction
 
 
+def _enclosing(path: tuple) -> tuple:
+    """``path`` up to the nearest function that is not a comprehension, generator expression or
+    lambda defined in its caller (``f.<locals>.<genexpr>`` called by ``f``): the code that decides."""
+    while len(path) >= 2 and path[-1].startswith(path[-2] + ".<locals>.<") and path[-1].endswith(">"):
+        path = path[:-1]
+    return path
+
+
 def _own_time_p(a: at.Side, b: at.Side, path: tuple, factor: float, slower: bool, fallback: tuple) -> tuple[float, float]:
     """(p, relative change net of drift) of one node's self time per call, across windows."""
     na, nb = a.nodes[path], b.nodes[path]
@@ -289,6 +297,8 @@ def diff(source: Source, baseline: str, candidate: str, route: str | None = None
             return _figures(fa_route.get(key, Aggregate()), a.requests), _figures(fb_route.get(key, Aggregate()), b.requests), key[1]
 
         def finding(path: tuple, change: str, ms: float, p: float, rel: float | None, test: str, callees=(), types=()) -> Finding:
+            if change in ("fan_out", "new_call"):
+                path = _enclosing(path)  # a generator expression's calls are its defining function's
             name = path[-1] if path else route_name
             fa, fb, kind = figures(name)
             where = locations.get(name)

@@ -325,6 +325,9 @@ class Method(Output):
     min_relative_change: float
     min_latency_change: float
     min_impact_fraction_of_route_latency: float
+    min_route_change: float | None = None
+    min_share_of_route_change: float | None = None
+    route_test: str | None = None
 
 
 RouteVerdict = record_model(

@@ -232,7 +232,7 @@ class FuncsightTools:
                                                  baseline_self_ms_per_request=r["baseline"]["self_ms_per_request"]) for r in removed],
             total_regressions=len(result.regressions), total_improvements=len(result.improvements),
             total_removed_functions=len(result.removed_functions), omitted=omitted,
-            method=m.Method(**{k: v for k, v in result.as_dict()["method"].items() if k in m.Method.model_fields}),
+            method=m.Method(**result.as_dict()["method"]),
             routes=[m.RouteVerdict.from_record(v) for v in result.routes if v.verdict != "unchanged"][:limit],
             routes_unchanged=sum(1 for v in result.routes if v.verdict == "unchanged"),
             drift=m.Drift(**result.drift.as_dict()),
