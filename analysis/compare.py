@@ -16,6 +16,7 @@ diff's ``routes`` (verdicts) and ``drift``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 from funcsight.analysis import attribution as at
@@ -184,7 +185,7 @@ def _changed_ms(side: at.Side, stable: set[tuple]) -> list[float]:
 
 
 def _route_verdict(route: str, a: at.Side, b: at.Side, drift: at.Drift, parts: list[at.Part], stable: set[tuple],
-                   hashes_known: bool) -> tuple[RouteVerdict, float, str]:
+                   hashes_known: bool, bar: float = ALPHA) -> tuple[RouteVerdict, float, str]:
     """The latency verdict's figures and its p (the direction decided by the change); the failed-
     request test is made by the caller. With code hashes, the self time of nodes whose code, calls and
     callees are unchanged is the machine's and is taken out; the rest is compared with the baseline's
@@ -202,7 +203,9 @@ def _route_verdict(route: str, a: at.Side, b: at.Side, drift: at.Drift, parts: l
     mean_rel = net_ms / a.mean_ms if a.mean_ms else 0.0
     margin = at.MIN_ROUTE_CHANGE if hashes_known else max(at.MIN_ROUTE_CHANGE, drift.spread)
     direction = ""
-    if robust >= margin and mean_rel >= margin and net_ms >= at.MIN_ROUTE_CHANGE_MS:
+    if excluded and at.untouched(a, b, excluded):
+        pass  # nothing on the route changed (code, calls, callees): its time outside sensed code is the machine's too
+    elif robust >= margin and mean_rel >= margin and net_ms >= at.MIN_ROUTE_CHANGE_MS:
         direction = "slower"
     elif robust <= -margin / (1 + margin) and mean_rel <= -margin / (1 + margin) and -net_ms >= at.MIN_ROUTE_CHANGE_MS:
         direction = "faster"
@@ -210,12 +213,16 @@ def _route_verdict(route: str, a: at.Side, b: at.Side, drift: at.Drift, parts: l
     what = "route time minus unchanged code" if excluded else "route time"
     if direction:
         scaled_a = [v * factor for v in win_a]
-        if len(win_a) >= at.MIN_WINDOWS and len(win_b) >= at.MIN_WINDOWS:
+        # Across windows when there are enough of them to reach the bar at all (the smallest p of the
+        # exact test is 1 / C(n_a + n_b, n_a)); with fewer, over requests, and the test says so.
+        if len(win_a) >= at.MIN_WINDOWS and len(win_b) >= at.MIN_WINDOWS and 1 / math.comb(len(win_a) + len(win_b), len(win_a)) < bar / 10:
             test = f"exact Mann-Whitney U on per-window mean {what} per request (baseline x drift)"
             p = at.window_test(win_b, scaled_a) if direction == "slower" else at.window_test(scaled_a, win_b)
         else:
-            test = "Mann-Whitney U on request durations (too few windows to test across them)"
+            test = "Mann-Whitney U on request durations (too few export windows to test across them)"
             p = mann_whitney_greater(a.hist, b.hist) if direction == "slower" else mann_whitney_greater(b.hist, a.hist)
+    elif excluded and at.untouched(a, b, excluded):
+        test = "none: nothing on the route changed (code, calls and callees): the machine's"
     else:
         test = "none: the change is below the margin"
     drift_ms = sum(part.ms for part in parts if part.kind in ("drift", "unchanged_code"))
@@ -281,7 +288,8 @@ def diff(source: Source, baseline: str, candidate: str, route: str | None = None
             continue
         stable = at.stable_paths(a, b, changed)
         parts = at.decompose(a, b, drift.factor, stable if hashes_known else set())
-        verdict, p_latency, direction = _route_verdict(route_name, a, b, drift, parts, stable, hashes_known)
+        route_count = 1 if route is not None else len(pairs)
+        verdict, p_latency, direction = _route_verdict(route_name, a, b, drift, parts, stable, hashes_known, ALPHA / (2 * route_count))
         route_tests += 2
         failed_p = 1.0
         if b.errors / b.requests - a.errors / a.requests >= at.MIN_ERROR_RATE_CHANGE:
@@ -374,7 +382,7 @@ def diff(source: Source, baseline: str, candidate: str, route: str | None = None
                     candidates.append(("errors", finding(path, "errors", 0.0, p, round((count / calls_b) / (raised_a[exc] / calls_a) - 1, 4),
                                                          "two-proportion z-test on raises per call", types=[exc])))
                     candidates[-1][1].share = round(count / b.requests - raised_a[exc] / a.requests, 4)
-        for key in set(fa_route) - set(fb_route):
+        for key in sorted(set(fa_route) - set(fb_route)):
             removed.append({"function": key[0], "kind": key[1], "route": route_name, "baseline": asdict(_figures(fa_route[key], a.requests))})
 
     threshold = ALPHA / max(1, tests)

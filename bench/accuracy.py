@@ -244,6 +244,7 @@ def judge(db: Path, scenario: Scenario, seed: int) -> Outcome:
     if scenario.route is not None:
         right = bool(on_route) and (on_route[0].function, on_route[0].change) == (scenario.function, scenario.kind)
     false = [f"{f.route} {f.function} {f.change} {f.share:+.0%}" for f in findings if f.route != scenario.route]
+    false += [f"{v.route} verdict {v.verdict}" for v in result.routes if v.route != scenario.route and v.verdict != "unchanged"]
     verdict = next((v for v in result.routes if v.route == scenario.route), None)
     return Outcome(scenario.name, seed, top, right, false, None if verdict is None else verdict.relative_change)
 
