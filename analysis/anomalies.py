@@ -11,6 +11,10 @@ that p below ``ALPHA`` / every test evaluated, at least ``MIN_BINS_BEFORE`` base
 an added cost of at least 1 % of the route's mean latency per request (as ``diff``). An exception
 type that first appears after a baseline in which the function ran often enough to have shown it
 (p of never seeing it by chance below the same bound) is reported as new.
+
+Route first, as ``diff``: a latency or calls anomaly is kept only when its route's own mean latency
+per request shifted up by at least 10 % at a significant change point (the same CUSUM + Welch test on
+the route's per-bin means); error findings stand on their own (they are the route's error verdict).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass
 
+from funcsight.analysis.attribution import MIN_ROUTE_CHANGE
 from funcsight.analysis.compare import ALPHA, MIN_IMPACT_FRACTION, MIN_RELATIVE_CHANGE
 from funcsight.analysis.stats import cusum_changepoint, welch_greater
 from funcsight.sources.base import Source
@@ -43,6 +48,7 @@ class Anomaly:
     bins_after: int
     bin_seconds: float
     exception_type: str | None = None
+    route_change: float | None = None  # the route's own relative latency shift at its change point (route first)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -124,7 +130,40 @@ def anomalies(source: Source, since_s: float | None = None, version: str | None 
             p = (1 - rate) ** baseline_calls if rate < 1 else 0.0
             candidates.append(Anomaly(name, route, ver, "new_error_type", first + first_bin * bin_s, 0.0, round(rate, 4), None, p,
                                       bins_before, len(ordered) - bins_before, bin_s, exc_type))
+    # Route first, as diff: a latency or calls anomaly stands only on a route whose own mean latency
+    # per request shifted up, by at least MIN_ROUTE_CHANGE, significantly (same CUSUM + Welch test).
+    route_shifts: dict[tuple, tuple[float, float]] = {}
+    window_series = getattr(source, "route_window_series", None)
+    if window_series is not None:
+        route_bins: dict[tuple, dict[int, list]] = {}
+        for start, end, route, ver, count, _errors, total_ns in window_series(None, version):
+            if since is not None and end < since:
+                continue
+            cell = route_bins.setdefault((route, ver), {}).setdefault(bin_of(start), [0, 0])
+            cell[0] += count
+            cell[1] += total_ns
+        for key, bins in route_bins.items():
+            ordered = sorted(b for b, cell in bins.items() if cell[0] > 0)
+            if len(ordered) < MIN_BINS_BEFORE + MIN_BINS_AFTER:
+                continue
+            tests += 1
+            found_shift = _shift([bins[b][1] / bins[b][0] / 1e6 for b in ordered])
+            if found_shift is not None:
+                _split, p, before, after = found_shift
+                if before > 0 and after / before - 1 >= MIN_ROUTE_CHANGE:
+                    route_shifts[key] = (p, round(after / before - 1, 4))
     threshold = ALPHA / max(1, tests)
+    if window_series is not None:
+        kept = []
+        for a in candidates:
+            shift = route_shifts.get((a.route, a.version))
+            if a.kind in ("latency", "calls"):
+                if shift is None or shift[0] >= threshold:
+                    continue
+            if shift is not None:
+                a.route_change = shift[1]
+            kept.append(a)
+        candidates = kept
     found = [a for a in candidates if a.p_value < threshold]
     found.sort(key=lambda a: (a.p_value, a.function))
     return found

@@ -43,6 +43,39 @@ def mann_whitney_greater(baseline: dict[int, int], candidate: dict[int, int]) ->
     return normal_sf(z)
 
 
+def mann_whitney_exact_greater(baseline: list[float], candidate: list[float]) -> float:
+    """One-sided exact p-value that candidate values are stochastically larger than baseline's, for
+    small samples without ties (per-window figures); the normal approximation otherwise."""
+    n_a, n_b = len(baseline), len(candidate)
+    if n_a == 0 or n_b == 0:
+        return 1.0
+    if len(set(baseline) | set(candidate)) < n_a + n_b or n_a * n_b > 2500:
+        hist_a: dict = {}
+        hist_b: dict = {}
+        for v in baseline:
+            hist_a[v] = hist_a.get(v, 0) + 1
+        for v in candidate:
+            hist_b[v] = hist_b.get(v, 0) + 1
+        return mann_whitney_greater(hist_a, hist_b)
+    u = sum(1 for b in candidate for a in baseline if b > a)  # pairs where candidate is larger
+    # counts[i][j][k]: arrangements of i baseline and j candidate values with U = k (U counts
+    # (candidate, baseline) pairs with the candidate larger)
+    prev = [[1]]  # i = 0: one arrangement per j with U 0
+    prev = [[1] for _ in range(n_b + 1)]
+    for i in range(1, n_a + 1):
+        row = [[1]]  # j = 0
+        for j in range(1, n_b + 1):
+            # last element is a candidate (larger than all i baseline values): U grows by i; or a baseline value
+            with_b = [0] * i + row[j - 1]
+            with_a = prev[j]
+            size = max(len(with_b), len(with_a))
+            row.append([(with_b[k] if k < len(with_b) else 0) + (with_a[k] if k < len(with_a) else 0) for k in range(size)])
+        prev = row
+    dist = prev[n_b]
+    total = sum(dist)
+    return sum(dist[u:]) / total
+
+
 def rate_increase_p(count_a: int, exposure_a: float, count_b: int, exposure_b: float) -> float:
     """One-sided p-value that B's rate (count per exposure) is higher than A's.
 

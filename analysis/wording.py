@@ -29,6 +29,13 @@ def _as_is(text: str) -> str:
 def before_after(finding, quote: Quote = _as_is) -> tuple[str, str]:
     """A diff finding's tested figure in the baseline and in the candidate."""
     b, c = finding.baseline, finding.candidate
+    if finding.change in ("fan_out", "new_call") and finding.callees:
+        callee = finding.callees[0]
+        more = f" (+{len(finding.callees) - 1} more)" if len(finding.callees) > 1 else ""
+        name = quote(callee["function"])
+        return (f"{name} {callee['calls_per_call_before']:g}/call{more}", f"{name} {callee['calls_per_call_after']:g}/call{more}")
+    if finding.change == "self_time":
+        return f"{b.self_ms_per_call:.3f} ms self/call", f"{c.self_ms_per_call:.3f} ms self/call"
     if finding.change == "calls":
         return f"{b.calls_per_request:g} calls/req", f"{c.calls_per_request:g} calls/req"
     if finding.change == "latency":
@@ -63,6 +70,14 @@ def diff_headline(baseline: str, candidate: str, regressions: int, improvements:
     scope = f" on route {quote(route)}" if route else ""
     return (f"{quote(baseline)} -> {quote(candidate)}{scope}: {plural(regressions, 'regression')}, "
             f"{plural(improvements, 'improvement')} ({tests_made} changes tested)")
+
+
+def route_verdict_line(v, quote: Quote = _as_is) -> str:
+    """One route's verdict: mean before -> after, the change net of drift against its margin, the test."""
+    return (f"{quote(v.route)}: {v.verdict} - mean {v.baseline_mean_ms:.3f} -> {v.candidate_mean_ms:.3f} ms "
+            f"(p95 {v.baseline_p95_ms:.3f} -> {v.candidate_p95_ms:.3f}), {v.relative_change:+.1%} net of drift "
+            f"(margin {v.margin:.0%}, p={v.p_value:.1e} over {v.windows[0]}+{v.windows[1]} windows), "
+            f"failed {v.baseline_failed_rate:.1%} -> {v.candidate_failed_rate:.1%}")
 
 
 def explain_headline(explanation, quote: Quote = _as_is) -> str:

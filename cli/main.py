@@ -189,16 +189,23 @@ def cmd_diff(args) -> int:
         return 0
     print(wording.diff_headline(result.baseline, result.candidate, len(result.regressions), len(result.improvements),
                                 result.tests_made, result.route))
+    judged = [v for v in result.routes if v.verdict != "unchanged"]
+    print(f"machine drift x{result.drift.factor:.3f} (spread {result.drift.spread:.0%}, from {result.drift.components} unchanged parts); "
+          f"{len(judged)} of {len(result.routes)} routes changed")
+    for verdict in judged:
+        print("  " + wording.route_verdict_line(verdict))
     if result.regressions:
-        print(render_table(("impact ms/req", "function", "route", "change", "before", "after", "p", "code changed"), [
-            (f"{r.impact_ms_per_request:+.3f}", r.function, r.route, r.change, *wording.before_after(r), f"{r.p_value:.1e}",
-             wording.code_changed(r.code_changed))
+        print(render_table(("share", "ms/req", "function", "route", "kind", "before", "after", "p", "code changed", "where"), [
+            (f"{r.share:.0%}", f"{r.impact_ms_per_request:+.3f}", r.function, r.route, r.change + (f" {r.exception_types[0]}" if r.exception_types else ""),
+             *wording.before_after(r), f"{r.p_value:.1e}", wording.code_changed(r.code_changed),
+             f"{r.file.rsplit('/', 1)[-1]}:{r.line}" if r.file else "")
             for r in result.regressions
         ], max_width=50))
     if result.improvements:
         print("\nImprovements")
-        print(render_table(("impact ms/req", "function", "route", "change", "before", "after"), [
-            (f"{r.impact_ms_per_request:+.3f}", r.function, r.route, r.change, *wording.before_after(r)) for r in result.improvements
+        print(render_table(("share", "ms/req", "function", "route", "kind", "before", "after"), [
+            (f"{r.share:.0%}", f"{r.impact_ms_per_request:+.3f}", r.function, r.route, r.change, *wording.before_after(r))
+            for r in result.improvements
         ], max_width=50))
     return 0
 
@@ -211,6 +218,33 @@ def cmd_explain(args) -> int:
         print_json(result.as_dict())
         return 0
     print(wording.explain_headline(result))
+    if result.verdict is not None:
+        print(wording.route_verdict_line(result.verdict))
+    print("\nThe change along the call tree (ms per request; own = self time per call changed, "
+          "calls = how often it calls a callee changed; they add up to the route's change):")
+    lines: list[str] = []
+
+    def visit(node: dict, depth: int) -> None:
+        if len(lines) >= args.limit * 4:
+            return
+        label = "  " * depth + node["function"] + (f" [{node['status']}]" if node["status"] else "")
+        detail = f"own {node['own_ms']:+.3f}"
+        for call in node["calls"][:3]:
+            detail += (f"; {call['kind']} {call['callee']} {call['calls_per_call_before']:g} -> {call['calls_per_call_after']:g}/call "
+                       f"{call['ms_per_request']:+.3f}")
+        lines.append(f"{node['subtree_ms']:+10.3f}  {label}  ({detail})")
+        for child in node["children"]:
+            if abs(child["subtree_ms"]) >= 0.001 or child["status"]:
+                visit(child, depth + 1)
+
+    visit(result.tree, 0)
+    lines.append(f"{result.tree['drift_ms']:+10.3f}  (machine drift x{result.drift.get('factor', 1.0):.3f})")
+    print("\n".join(lines))
+    if result.findings:
+        print("\nFindings")
+        for f in result.findings:
+            print(f"  {f.share:>5.0%}  {f.change:<14} {f.function}  {' / '.join(wording.before_after(f))}  p={f.p_value:.1e}")
+    print("\nPer function (self time per request)")
     shown = result.parts[: args.limit]
     rest = sum(p.delta_ms for p in result.parts[args.limit:])
     rows = [(f"{p.delta_ms:+.3f}", p.function, f"{p.baseline_ms_per_request:.3f}", f"{p.candidate_ms_per_request:.3f}",

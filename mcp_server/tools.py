@@ -233,6 +233,9 @@ class FuncsightTools:
             total_regressions=len(result.regressions), total_improvements=len(result.improvements),
             total_removed_functions=len(result.removed_functions), omitted=omitted,
             method=m.Method(**result.as_dict()["method"]),
+            routes=[m.RouteVerdict.from_record(v) for v in result.routes if v.verdict != "unchanged"][:limit],
+            routes_unchanged=sum(1 for v in result.routes if v.verdict == "unchanged"),
+            drift=m.Drift(**result.drift.as_dict()),
             note=(f"{omitted} finding(s) beyond the limit of {limit} per list are not shown; "
                   + ("raise limit" if route else "pass route or raise limit")) if omitted else None,
         ))
@@ -247,6 +250,7 @@ class FuncsightTools:
         with self._source() as source:
             result = explain(source, route, baseline, candidate)
         kept, rest = result.parts[:limit], result.parts[limit:]
+        tree, shown, total = bounded_decomposition(result.tree, max(limit * 2, 10))
         return _reply(m.ExplainResult(
             route=result.route, baseline=result.baseline, candidate=result.candidate,
             baseline_mean_ms=result.baseline_mean_ms, candidate_mean_ms=result.candidate_mean_ms, change_ms=result.change_ms,
@@ -255,6 +259,9 @@ class FuncsightTools:
             omitted_delta_ms_per_request=round(sum(p.delta_ms for p in rest), 4),
             outside_sensed_code_ms=result.unexplained_ms,
             note=m.cut_note(len(result.parts), len(kept), "parts", "their sum is omitted_delta_ms_per_request"),
+            verdict=m.RouteVerdict.from_record(result.verdict) if result.verdict is not None else None,
+            findings=[m.finding(f) for f in result.findings[:limit]], drift_ms=result.drift_ms,
+            tree=tree, tree_nodes_shown=shown, tree_nodes_total=total,
         ))
 
     def list_anomalies(self, since: Since = None,
@@ -389,6 +396,43 @@ class FuncsightTools:
         their definitions are in sqlite_master (the views' in sqlite_temp_master).
         Per-request figures divide by the route's requests in the same version, e.g.:
 {textwrap.indent(sqlmod.EXAMPLE, " " * 8)}"""
+
+
+def bounded_decomposition(tree: dict, max_nodes: int, max_bytes: int = 40_000) -> tuple[dict, int, int]:
+    """The decomposition tree cut to the nodes with the largest |subtree_ms| (a node only with its
+    parent) and to ``max_bytes`` of JSON: ``(tree, nodes kept, nodes in all)``."""
+    nodes: list[tuple[dict, int | None]] = []
+
+    def collect(node: dict, parent: int | None) -> None:
+        key = len(nodes)
+        nodes.append((node, parent))
+        for child in node.get("children", []):
+            collect(child, key)
+
+    collect(tree, None)
+    order = sorted(range(1, len(nodes)), key=lambda i: -abs(nodes[i][0].get("subtree_ms", 0.0)))
+    limit = max(1, max_nodes)
+    while True:
+        keep = {0}
+        for index in order:
+            if len(keep) >= limit:
+                break
+            if nodes[index][1] in keep:
+                keep.add(index)
+        copies: dict[int, dict] = {}
+        for index in sorted(keep):
+            node, parent = nodes[index]
+            copy = {k: v for k, v in node.items() if k != "children"}
+            copy["children"] = []
+            omitted = sum(1 for c in node.get("children", []) if c) - sum(1 for i in keep if nodes[i][1] == index)
+            if omitted:
+                copy["children_omitted"] = omitted
+            copies[index] = copy
+            if parent is not None:
+                copies[parent]["children"].append(copy)
+        if len(json.dumps(copies[0], separators=(",", ":"))) <= max_bytes or limit == 1:
+            return copies[0], len(keep), len(nodes)
+        limit = max(1, limit * 2 // 3)
 
 
 def _clip(text: str | None, limit: int) -> str | None:

@@ -131,6 +131,11 @@ class Source(Protocol):
 
     def route_series(self, version: str | None = None, since: float | None = None) -> list[RouteSeriesRow]: ...
 
+    # Optional questions (``getattr`` them; a source without them gives diff fewer windows to test):
+    # ``route_window_series(route, version) -> [(start, end, route, version, requests, errors, total_ns)]``
+    # and ``path_series(route, version) -> [(start, end, route, version, path, calls, errors, total_ns, self_ns)]``,
+    # one row per export window (store) or step (Prometheus).
+
     def error_series(self, version: str | None = None, since: float | None = None) -> list[ErrorSeriesRow]: ...
 
     def error_records(self, function: str | None = None, route: str | None = None,

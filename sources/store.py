@@ -258,6 +258,29 @@ class StoreSource:
         return self._numeric(self._query(f"SELECT w.start, w.end, r.route, p.version, r.requests FROM {ROUTE_STATS} {where}", params),
                              "route_stats", (0, 1, 4))
 
+    def route_window_series(self, route: str | None = None, version: str | None = None) -> list[tuple]:
+        """Per window: ``(start, end, route, version, requests, errors, total_ns)``."""
+        where, params = _where(("r.route", route), ("p.version", version))
+        return self._numeric(self._query(
+            f"SELECT w.start, w.end, r.route, p.version, r.requests, r.errors, r.total_ns FROM {ROUTE_STATS} {where} ORDER BY w.start",
+            params,
+        ), "route_stats", (0, 1, 4, 5, 6))
+
+    def path_series(self, route: str | None = None, version: str | None = None) -> list[tuple]:
+        """Per window: ``(start, end, route, version, path, calls, errors, total_ns, self_ns)``, ``path``
+        spelled with function names as in :meth:`path_aggregates` (empty without execution paths)."""
+        if not self.has_paths():
+            return []
+        names = {r[0]: r[1] for r in self._query("SELECT id, name FROM functions")}
+        where, params = _where(("n.route", route), ("p.version", version))
+        rows = self._numeric(self._query(
+            f"SELECT w.start, w.end, n.route, p.version, n.path, n.calls, n.errors, n.total_ns, n.self_ns"
+            f" FROM {PATH_NODES} {where} ORDER BY w.start",
+            params,
+        ), "path_nodes", (0, 1, 5, 6, 7, 8))
+        with self._decoding("path_nodes"):
+            return [(r[0], r[1], r[2], r[3], self._path_names(r[4], names), *r[5:]) for r in rows]
+
     def error_series(self, version: str | None = None, since: float | None = None) -> list[tuple]:
         """Per window: ``(start, function, route, version, exception_type, count)``."""
         where, params = _where(("p.version", version), ("w.end >=", since))

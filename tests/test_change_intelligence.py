@@ -59,14 +59,19 @@ PATHS = {
 }
 SHOP_ROUTES = (ORDERS, REPORT, CHECKOUT, SEARCH, CATALOG, PROFILE)
 
-# What release 2.0 planted, per route: the function whose own behaviour changed, the kind of change
+# What release 2.0 planted, per route: the function whose code decides the change, the kind of part
 # `diff` must name, whether that function's own code changed, and the planted cost in ms/request.
+# A fan-out (N+1, retries) belongs to the caller that now calls more often, not to the callee.
 PLANTED = {
-    ORDERS: (DB + "fetch_prices", "calls", False, 6 * 3.05 - 3.3),  # N+1: 6 queries instead of 1
-    REPORT: (L + "render_summary", "latency", True, 12.0 - 2.0),  # 2 ms -> 12 ms of its own time
+    ORDERS: (L + "order_total", "fan_out", True, 6 * 3.05 - 3.3),  # N+1: 6 queries instead of 1
+    REPORT: (L + "render_summary", "self_time", True, 12.0 - 2.0),  # 2 ms -> 12 ms of its own time
     CHECKOUT: (L + "validate_coupon", "new_error_type", True, 0.0),  # raises CouponExpired, caught
-    SEARCH: (DB + "query_index", "calls", False, 2 * 4.0),  # 3 attempts instead of 1
+    SEARCH: (L + "search", "fan_out", True, 2 * 4.0),  # 3 attempts instead of 1
 }
+# The callee whose calls per call of the caller changed, before -> after, per fan-out route.
+FAN_OUT = {ORDERS: (DB + "fetch_prices", 1.0, 6.0), SEARCH: (DB + "query_index", 1.0, 3.0)}
+# explain's flat per-function view: the function whose self time per request grew most.
+LARGEST_PART = {ORDERS: DB + "fetch_prices", REPORT: L + "render_summary", SEARCH: DB + "query_index"}
 COUPON_EXPIRED = "shop.logic.CouponExpired"
 
 REQUESTS_PER_ROUTE = 150
@@ -195,8 +200,10 @@ def test_diff_names_the_planted_function_first_for_each_route(released_shop):
         assert isinstance(result[key], list), key
     regressions = result["regressions"]
     everything = brief(regressions)
-    impacts = [f["impact_ms_per_request"] for f in regressions]
-    assert impacts == sorted(impacts, reverse=True), "regressions are not sorted by impact:\n" + everything
+    shares = [f["share"] for f in regressions]
+    assert shares == sorted(shares, reverse=True), "regressions are not sorted by share of their route's change:\n" + everything
+    verdicts = {v["route"]: v["verdict"] for v in result["routes"]}
+    assert {r: verdicts[r] for r in PLANTED} == {ORDERS: "slower", REPORT: "slower", CHECKOUT: "errors", SEARCH: "slower"}, result["routes"]
 
     for route, (function, kind, code_changed, _planted_ms) in PLANTED.items():
         if route == CHECKOUT:
@@ -210,19 +217,23 @@ def test_diff_names_the_planted_function_first_for_each_route(released_shop):
             for name in ("calls_per_request", "p50_ms", "p95_ms", "self_ms_per_request", "error_rate", "error_types"):
                 assert name in first[figures], (figures, name, first)
         assert first["p_value"] < result["method"]["alpha"], first
+        assert first["path"][-1] == function and first["file"].endswith("logic.py") and first["line"] > 0, first
+        if kind != "new_error_type":
+            assert first["share"] > 0.5, f"{route}: the planted part explains too little of the route's change:\n{brief(on_route)}"
 
         # The same verdict for the route alone.
         only = diff_json(released_shop.db, "1.0", "2.0", route)
         assert {f["route"] for f in only["regressions"]} == {route}, brief(only["regressions"])
         assert (only["regressions"][0]["function"], only["regressions"][0]["kind"]) == (function, kind), brief(only["regressions"])
 
-    # N+1 and retries: the figures show the multiplied calls.
-    n_plus_one = [f for f in regressions if f["route"] == ORDERS][0]
-    assert (n_plus_one["baseline"]["calls_per_request"], n_plus_one["candidate"]["calls_per_request"]) == (1.0, 6.0), n_plus_one
-    assert n_plus_one["impact_ms_per_request"] > 0.7 * PLANTED[ORDERS][3], n_plus_one
-    retries = [f for f in regressions if f["route"] == SEARCH][0]
-    assert (retries["baseline"]["calls_per_request"], retries["candidate"]["calls_per_request"]) == (1.0, 3.0), retries
-    assert retries["impact_ms_per_request"] > 0.7 * PLANTED[SEARCH][3], retries
+    # N+1 and retries: the caller's finding names the callee and its multiplied calls per call; the
+    # callee that merely ran more often is not a finding of its own.
+    for route, (callee, before, after) in FAN_OUT.items():
+        caller = [f for f in regressions if f["route"] == route][0]
+        assert [(c["function"], c["calls_per_call_before"], c["calls_per_call_after"]) for c in caller["callees"]] == [
+            (callee, before, after)], caller
+        assert caller["impact_ms_per_request"] > 0.7 * PLANTED[route][3], caller
+        assert callee not in [f["function"] for f in regressions if f["route"] == route], brief(regressions)
 
     # The slower function: its own time per call grew; its callers, whose inclusive time grew only
     # because of it, rank below it or are absent.
@@ -291,7 +302,8 @@ def test_code_hashes_tell_changed_functions_from_changed_behaviour(released_shop
 
 @pytest.mark.parametrize("route", [ORDERS, REPORT, SEARCH])
 def test_explain_parts_add_up_to_the_route_change(released_shop, route):
-    function, _kind, _code_changed, planted_ms = PLANTED[route]
+    _function, _kind, _code_changed, planted_ms = PLANTED[route]
+    function = LARGEST_PART[route]
     result = cli_json("explain", "--db", str(released_shop.db), "--route", route, "--baseline", "1.0", "--candidate", "2.0")
     assert (result["route"], result["baseline"], result["candidate"]) == (route, "1.0", "2.0")
     parts = result["parts"]
@@ -306,6 +318,16 @@ def test_explain_parts_add_up_to_the_route_change(released_shop, route):
     # the release's change. (Beside the planted part rather than the route's total change, which a
     # stall of the busy machine in one run can shrink or grow by milliseconds.)
     assert abs(result["unexplained_ms"]) < 0.25 * largest["delta_ms"], f"too much unexplained:\n{table}"
+
+    # The decomposition along the tree adds up to the same change, and names the planted part.
+    def total(node: dict) -> float:
+        return node["own_ms"] + sum(c["ms_per_request"] for c in node["calls"]) + sum(total(k) for k in node["children"])
+
+    tree = result["tree"]
+    assert abs(total(tree) + tree["drift_ms"] - result["change_ms"]) <= 0.01, tree
+    assert abs(tree["subtree_ms"] - result["change_ms"]) <= 0.01, tree
+    assert result["verdict"]["verdict"] == "slower", result["verdict"]
+    assert (result["findings"][0]["function"], result["findings"][0]["kind"]) == PLANTED[route][:2], result["findings"]
 
 
 def test_versions_lists_both_releases_with_their_traffic(released_shop):
@@ -414,6 +436,7 @@ def test_same_code_twice_diff_reports_nothing(same_code_twice):
     assert result["regressions"] == [], "regressions between identical releases:\n" + brief(result["regressions"])
     assert result["improvements"] == [], "improvements between identical releases:\n" + brief(result["improvements"])
     assert result["new_errors"] == [] and result["new_functions"] == [] and result["removed_functions"] == [], result
+    assert {v["verdict"] for v in result["routes"]} == {"unchanged"}, result["routes"]
 
 
 def test_steady_run_has_no_anomalies(same_code_twice):
@@ -518,8 +541,24 @@ class _DiffSource:
     def code_hashes(self, version):
         return {}
 
+    def code_locations(self, version=None):
+        return {}
+
+    def path_aggregates(self, route=None, version=None):
+        """Every function a leaf called by the route's entry: one node each."""
+        from funcsight.sources.base import PathAggregate
+
+        return {(r, v, (name,)): PathAggregate((name,), agg.calls, agg.errors, agg.total_ns, agg.self_ns)
+                for (name, _kind, r, v), agg in self.aggregates.items()}
+
+    def route_window_series(self, route=None, version=None):
+        return getattr(self, "route_windows", [])
+
+    def path_series(self, route=None, version=None):
+        return getattr(self, "path_windows", [])
+
     def series(self, version=None, since=None):
-        return []  # one window per version: the per-window check does not apply
+        return []
 
 
 class _SeriesSource:
@@ -556,21 +595,33 @@ def _null_diff(rng, functions: int = 30, calls: int = 150) -> bool:
     from funcsight.sources.base import Aggregate, RouteAggregate
     from funcsight.histogram import bucket_of
 
-    aggregates, routes = {}, {}
+    aggregates, routes, route_windows, path_windows = {}, {}, [], []
+    windows = 10
     for version in ("a", "b"):
-        route_total = 0
-        for n in range(functions):
-            agg = Aggregate()
-            for _ in range(calls):
-                duration = int(1e6 * rng.lognormvariate(0.0, 1.0))
-                agg.calls += 1
-                agg.total_ns += duration
-                agg.self_ns += duration
-                agg.hist[bucket_of(duration)] = agg.hist.get(bucket_of(duration), 0) + 1
-            route_total += agg.total_ns
-            aggregates[(f"app.f{n}", "function", "/r", version)] = agg
-        routes[("/r", version)] = RouteAggregate(requests=calls, total_ns=route_total + calls * 1_000_000)
-    result = diff(_DiffSource(aggregates, routes), "a", "b")
+        route = RouteAggregate()
+        for w in range(windows):  # every request calls every function once; 1 ms outside sensed code
+            requests = calls // windows
+            start = (0 if version == "a" else 100) + w
+            window_total = requests * 1_000_000
+            for n in range(functions):
+                agg = aggregates.setdefault((f"app.f{n}", "function", "/r", version), Aggregate())
+                total = 0
+                for _ in range(requests):
+                    duration = int(1e6 * rng.lognormvariate(0.0, 1.0))
+                    total += duration
+                    agg.hist[bucket_of(duration)] = agg.hist.get(bucket_of(duration), 0) + 1
+                agg.calls += requests
+                agg.total_ns += total
+                agg.self_ns += total
+                window_total += total
+                path_windows.append((start, start + 1, "/r", version, (f"app.f{n}",), requests, 0, total, total))
+            route.requests += requests
+            route.total_ns += window_total
+            route_windows.append((start, start + 1, "/r", version, requests, 0, window_total))
+        routes[("/r", version)] = route
+    source = _DiffSource(aggregates, routes)
+    source.route_windows, source.path_windows = route_windows, path_windows
+    result = diff(source, "a", "b")
     return bool(result.regressions or result.improvements)
 
 

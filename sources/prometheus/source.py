@@ -176,6 +176,19 @@ class PrometheusSource:
             cells[key] = cells.get(key, 0.0) + increase
         return sorted((*key, int(round(n))) for key, n in cells.items() if round(n) > 0)
 
+    def route_window_series(self, route: str | None = None, version: str | None = None) -> list[tuple]:
+        """Per step: ``(start, end, route, version, requests, errors, total_ns)``."""
+        cells: dict[tuple, list] = {}
+        for column, metric in ((0, ROUTE_REQUESTS), (1, ROUTE_ERRORS), (2, ROUTE_DURATION)):
+            for start, end, labels, increase in self.extent.increments(metric, version, None):
+                if route is not None and labels.get(ROUTE, "") != route:
+                    continue
+                cell = cells.setdefault((start, end, labels.get(ROUTE, ""), labels.get(VERSION, "")), [0.0, 0.0, 0.0])
+                cell[column] += increase * 1e9 if column == 2 else increase
+        rows = [(*key, int(round(n)), int(round(e)), int(round(ns))) for key, (n, e, ns) in cells.items() if round(n) > 0]
+        rows.sort(key=lambda row: row[0])
+        return rows
+
     def error_series(self, version: str | None = None, since: float | None = None) -> list[tuple]:
         """Per step: ``(start, function, route, version, exception_type, count)``."""
         cells: dict[tuple, float] = {}
