@@ -13,14 +13,15 @@ nodes (``FUNCSIGHT_MAX_PATHS`` raised so none is folded). A control run ("flat":
 the P parents and the L leaves itself) has the same functions, routes and function x route series
 but only P + L nodes per route, so
 
-    bytes per open path node = (growth with the tree - growth flat) / (R x P x L - R x 0 ...)
-                             = (tree - flat) / (R x (nodes per route, tree - flat))
+    bytes per open path node = (growth with the tree - growth flat) / (R x (P + P x L - (P + L)))
 
 for the window (the per-route tables), plus the process-wide path registry, which grows once per
 node whatever the number of routes (measured on its own: a ``PathRegistry`` given the same edges).
 Both are measured as allocated bytes (``tracemalloc``, which sees every ``PyMem_*``/object
 allocation of the C sensor and the Python twin, without RSS's page granularity or malloc slack) and
-as RSS (runs without tracemalloc).
+as RSS (runs without tracemalloc, ``malloc_trim(0)`` before each reading so memory freed earlier
+is not silently reused; still coarse). Both children first wait for the process's early first window (it
+goes out about a second after the first request) so no export runs while they measure.
 
     python bench/memory.py [--functions 5000] [--routes 50] [--parents 100 --leaves 100 --path-routes 10]
 """
@@ -56,6 +57,20 @@ running = FuncsightInstrumentor.running
 import many
 calls = [getattr(many, f"f{i}") for i in range(functions)]
 tracer = trace.get_tracer("bench")
+
+def settle(running, tracer):
+    """A process's first window goes out about a second after its first request (the export
+    pipeline's first_window_s): send one empty request and wait for that window to go, so no export
+    happens while memory is measured (the next one is export_interval_s = 3600 s away)."""
+    with tracer.start_as_current_span("GET", kind=SpanKind.SERVER, attributes={"http.route": "/settle"}):
+        pass
+    for _ in range(100):
+        if running.windows.open_counts()["requests"] == 0:
+            return
+        time.sleep(0.1)
+    raise SystemExit("the first window did not go out within 10 s")
+
+settle(running, tracer)
 started = rss_mib()
 for r in range(routes):
     with tracer.start_as_current_span("GET", kind=SpanKind.SERVER, attributes={"http.route": f"/r{r}"}):
@@ -74,7 +89,7 @@ print(f"{running.sensor.implementation:8} max_series={w.max_series:>7} max_route
 
 
 PATHS_CHILD = r'''
-import gc, os, sys, tracemalloc
+import gc, os, sys, time, tracemalloc
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
@@ -95,14 +110,36 @@ running = FuncsightInstrumentor.running
 request = __import__(module).request
 tracer = trace.get_tracer("bench")
 
+def settle(running, tracer):
+    """A process's first window goes out about a second after its first request (the export
+    pipeline's first_window_s): send one empty request and wait for that window to go, so no export
+    happens while memory is measured (the next one is export_interval_s = 3600 s away)."""
+    with tracer.start_as_current_span("GET", kind=SpanKind.SERVER, attributes={"http.route": "/settle"}):
+        pass
+    for _ in range(100):
+        if running.windows.open_counts()["requests"] == 0:
+            return
+        time.sleep(0.1)
+    raise SystemExit("the first window did not go out within 10 s")
+
 def serve(route):
     with tracer.start_as_current_span("GET", kind=SpanKind.SERVER, attributes={"http.route": route}):
         request()
 
+try:  # hand freed heap memory back first, so RSS growth is new memory, not pages reused from
+    # earlier frees (compiling the generated module leaves megabytes of them)
+    trim = __import__("ctypes").CDLL("libc.so.6").malloc_trim
+except (OSError, AttributeError):
+    trim = lambda pad: 0
+
 def now():
     gc.collect()
-    return tracemalloc.get_traced_memory()[0] if mode == "traced" else rss()
+    if mode == "traced":
+        return tracemalloc.get_traced_memory()[0]
+    trim(0)
+    return rss()
 
+settle(running, tracer)
 if mode == "traced":
     tracemalloc.start()
 serve("/warm")            # every function registered, every registry node made, one route's window table
