@@ -20,6 +20,21 @@ def error_records(source: Source, function: str | None = None, route: str | None
     return records
 
 
+def sensed_files(source: Source) -> set[str]:
+    """The files of the sensed code, in every version: a stack frame in one of them is the
+    application's own."""
+    return {where[0] for info in source.versions() for where in source.code_locations(info.version).values()}
+
+
+def app_frames(stack: list, files: set[str]) -> list:
+    """The frames of ``stack`` in the application's own files (all of them when the source keeps
+    no code locations, or none of the frames is the application's)."""
+    if not files:
+        return list(stack)
+    own = [frame for frame in stack if frame["file"] in files]
+    return own or list(stack)
+
+
 def known_functions(source: Source) -> set[str]:
     """Every function (and outbound span) name recorded, in any route and version."""
     return {row.function for row in function_rows(source)}

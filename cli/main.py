@@ -15,7 +15,7 @@ from typing import Callable
 from funcsight import __version__
 from funcsight.analysis import wording
 from funcsight.analysis.breakdown import AnalysisError, check_filters, function_rows, route_rows
-from funcsight.analysis.errors import error_records
+from funcsight.analysis.errors import app_frames, error_records, sensed_files
 from funcsight.cli.output import print_json, render_table
 from funcsight.config import ConfigError
 from funcsight.durations import EXAMPLES, parse_duration
@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     errors = commands.add_parser("errors", help="exception forensics: counts, first/last seen, stack, trace id")
     _common(errors)
     errors.add_argument("--function", help="only this function (module.qualname)")
+    errors.add_argument("--all-frames", action="store_true",
+                        help="show every frame of the stack sample (default: the application's own frames)")
+    errors.add_argument("--limit", type=_positive_int, default=20, help="exception groups in the table (default 20; JSON has all)")
     errors.set_defaults(run=cmd_errors)
 
     demo = commands.add_parser("demo", help="run the bundled sample app under the sensor, drive traffic, show the results")
@@ -313,15 +316,21 @@ def cmd_errors(args) -> int:
     if not records:
         print(wording.NO_EXCEPTIONS)
         return 0
-    for r in records:
+    files = set() if args.all_frames else sensed_files(source)
+    for r in records[: args.limit]:
         print(f"{r['exception_type']} in {r['function']}  route {r['route']}  version {r['version']}  "
               f"count {r['count']}  first {_time(r['first_seen'])}  last {_time(r['last_seen'])}")
         if r["trace_id"]:
             print(f"  trace {r['trace_id']} span {r['span_id']}")
         if r["message"] is not None:
             print(f"  message: {r['message']!r}")
-        for frame in r["stack"]:
+        frames = app_frames(r["stack"], files)
+        for frame in frames:
             print(f"    {frame['function']} ({frame['file']}:{frame['line']})")
+        if len(frames) < len(r["stack"]):
+            print(f"    ({len(r['stack']) - len(frames)} framework and library frames not shown: --all-frames)")
+    if len(records) > args.limit:
+        print(f"({len(records) - args.limit} more exception groups: raise --limit, or --format json for all)")
     return 0
 
 

@@ -648,3 +648,27 @@ def test_without_the_sdk_the_command_says_what_to_install(store):
     from funcsight.install import install_hint
 
     assert done.returncode == 2 and install_hint("mcp") in done.stderr and "[mcp]" in install_hint("mcp")
+
+
+def test_cli_errors_shows_the_apps_frames_and_is_bounded(store, cli):
+    """`funcsight errors`: by default the frames of the application's own files (the demo's shop),
+    the framework's counted in one line; --all-frames shows them all; --limit bounds the groups."""
+    records = cli("errors")
+    deep = max(records, key=lambda r: len(r["stack"]))
+    shop_frames = [f for f in deep["stack"] if f"{os.sep}shop{os.sep}" in f["file"]]
+    assert 0 < len(shop_frames) < len(deep["stack"])  # the demo's stacks run through werkzeug and threading
+
+    def text(*args: str) -> str:
+        done = subprocess.run([*CLI, "errors", "--db", store, *args], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    default, everything = text("--limit", "500"), text("--all-frames", "--limit", "500")
+    for frame in shop_frames:
+        assert f"    {frame['function']} ({frame['file']}:{frame['line']})" in default
+    library = [f for f in deep["stack"] if f not in shop_frames]
+    assert not any(f"({frame['file']}:{frame['line']})" in default for frame in library)
+    assert f"({len(library)} framework and library frames not shown: --all-frames)" in default
+    assert all(f"({frame['file']}:{frame['line']})" in everything for frame in library)
+    one = text("--limit", "1")
+    assert one.count(" count ") == 1 and f"({len(records) - 1} more exception groups" in one
