@@ -8,12 +8,14 @@ reads the store lives. Here, what the MCP tool adds on top:
 * only one statement, and it must start with SELECT or WITH;
 * a progress handler that aborts the statement after :data:`TIME_LIMIT_MS`;
 * at most :data:`ROW_CAP` rows returned (how many more there were is counted, within the time
-  limit) and text cells cut at :data:`CELL_CHARS` characters;
+  limit), text cells cut at :data:`CELL_CHARS` characters, at most :data:`MAX_COLUMNS` columns, and
+  the rows' JSON within :data:`ROWS_BYTES` bytes (rows past it are left out and counted);
 * refusals as :class:`QueryRefused`, a message saying what to do instead.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import time
@@ -24,6 +26,8 @@ from funcsight.sources.store import EXAMPLE, MAX_SQL_CHARS, MAX_VALUE_BYTES, VIE
 ROW_CAP = 200
 TIME_LIMIT_MS = 2000
 CELL_CHARS = 1000
+MAX_COLUMNS = 64
+ROWS_BYTES = 150_000  # the rows' JSON at most: further rows are left out and counted (the reply's budget)
 
 
 class QueryRefused(Exception):
@@ -63,6 +67,8 @@ def run_query(db_path: str, sql: str, row_cap: int = ROW_CAP, time_limit_ms: int
         try:
             cursor = conn.execute(sql)
             columns = [d[0] for d in cursor.description or ()]
+            if len(columns) > MAX_COLUMNS:
+                raise QueryRefused(f"{len(columns)} columns: select at most {MAX_COLUMNS} (name the columns you need)")
             fetched = cursor.fetchmany(row_cap + 1)
         except (sqlite3.Warning, sqlite3.ProgrammingError) as err:
             if "one statement" in str(err):
@@ -93,16 +99,33 @@ def run_query(db_path: str, sql: str, row_cap: int = ROW_CAP, time_limit_ms: int
                 truncated += 1
             cells.append(value)
         rows.append(cells)
+    dropped = _fit_rows(rows, ROWS_BYTES)
     notes = []
+    if dropped:
+        notes.append(f"{dropped} returned row(s) left out to keep the reply under {ROWS_BYTES} bytes: select fewer "
+                     "or narrower columns, or aggregate")
     if more:
         notes.append(f"{'at least ' if lower_bound else ''}{more} more row(s) were cut at the cap of {row_cap}: "
                      "aggregate (GROUP BY) or add a LIMIT / WHERE")
     if truncated:
         notes.append(f"{truncated} text cell(s) cut to {CELL_CHARS} characters")
     return QueryResult(
-        columns=columns, rows=rows, rows_returned=len(rows), more_rows=more, more_rows_is_lower_bound=lower_bound,
+        columns=columns, rows=rows, rows_returned=len(rows), more_rows=more + dropped, more_rows_is_lower_bound=lower_bound,
         truncated_cells=truncated, elapsed_ms=round((time.monotonic() - started) * 1000, 1), note="; ".join(notes) or None,
     )
+
+
+def _fit_rows(rows: list, budget: int) -> int:
+    """Drop rows from the end until their JSON fits in ``budget`` bytes; how many were dropped."""
+    size, kept = 2, 0
+    for row in rows:
+        size += len(json.dumps(row, ensure_ascii=False, default=str).encode()) + 1
+        if size > budget:
+            break
+        kept += 1
+    dropped = len(rows) - kept
+    del rows[kept:]
+    return dropped
 
 
 def _explain(err: sqlite3.DatabaseError, time_limit_ms: int) -> str:

@@ -672,3 +672,21 @@ def test_cli_errors_shows_the_apps_frames_and_is_bounded(store, cli):
     assert all(f"({frame['file']}:{frame['line']})" in everything for frame in library)
     one = text("--limit", "1")
     assert one.count(" count ") == 1 and f"({len(records) - 1} more exception groups" in one
+
+
+def test_query_replies_are_bounded_in_bytes_and_columns(client):
+    """Wide rows cannot make a huge reply: rows past the byte budget are left out and counted, and
+    a statement with too many columns is refused with what to do instead."""
+    from funcsight.mcp_server.sql import MAX_COLUMNS, ROWS_BYTES
+
+    wide = ", ".join(f"printf('%.900c', 'x') AS c{i}" for i in range(40))
+    result = client.call("query", {"sql": f"SELECT {wide} FROM calls LIMIT 200"})
+    assert not result.is_error, result.content[0].text
+    data = result.structured_content
+    total = client.ok("query", {"sql": "SELECT count(*) FROM calls"})["rows"][0][0]
+    assert 0 < data["rows_returned"] < min(total, 200) and data["rows_returned"] + data["more_rows"] == min(total, 200)
+    assert "bytes" in data["note"]
+    assert len(json.dumps(data["rows"]).encode()) <= ROWS_BYTES
+    assert sum(len(c.text.encode()) for c in result.content) < 3 * ROWS_BYTES
+    too_wide = ", ".join(f"{i} AS c{i}" for i in range(MAX_COLUMNS + 1))
+    assert f"select at most {MAX_COLUMNS}" in client.error("query", {"sql": f"SELECT {too_wide}"})
