@@ -56,6 +56,10 @@ Limits (none of them on 3.12):
   coroutine, its handlers run off the stack until it exits (their callees credit the thrower);
 * ``locals()`` shows ``__fs_t``; tracebacks through ``async for``/``async with`` show a funcsight
   frame; bytecode-reading JITs (numba) see the hook calls: exclude such modules.
+
+About 700 lines on purpose: the AST transform, its loader and the after-the-fact rewriting of
+already-imported code share the transform's details (hook names, the shape of a wrapped body) and
+change together; split along those lines they would each need the others' internals.
 """
 
 from __future__ import annotations
