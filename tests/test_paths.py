@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import importlib
 import itertools
+import json
 
+import jsonschema
 import pytest
 from helpers import assert_functions_are_sums_of_nodes, cli_ok, get_ok, store_env, tree_nodes
 
@@ -391,6 +393,39 @@ def test_flask_app_tree_has_exactly_the_nodes_its_code_makes(start_app, tmp_path
     stacks = {line.rsplit(" ", 1)[0] for line in folded}
     assert f"/stock/<int:item_id>;{V}stock;{L}reserve;{L}check_level" in stacks
     assert all(line.rsplit(" ", 1)[1].isdigit() for line in folded)
+    # speedscope's own file-format schema (shipped in its npm package) accepts the export, and the
+    # samples' weights are the tree's self times.
+    schema = _speedscope_schema(tmp_path)
+    document = json.loads(cli_ok("tree", "--db", str(db), "--route", "/stock/<int:item_id>", "--format", "speedscope"))
+    jsonschema.validate(document, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**document, "profiles": [{"type": "sampled"}]}, schema)
+    profile = document["profiles"][0]
+    assert profile["unit"] == "microseconds" and sum(profile["weights"]) == profile["endValue"]
+    frames = [frame["name"] for frame in document["shared"]["frames"]]
+    stacks = {tuple(frames[i] for i in sample) for sample in profile["samples"]}
+    assert ("/stock/<int:item_id>", V + "stock", L + "reserve", L + "check_level") in stacks
+
+
+SPEEDSCOPE = "speedscope@1.25.0"
+
+
+def _speedscope_schema(tmp_path) -> dict:
+    """speedscope's file-format-schema.json, from its npm package (``npm pack``)."""
+    import os
+    import shutil
+    import subprocess
+    import tarfile
+
+    npm = shutil.which("npm")
+    if npm is None:
+        if os.environ.get("CI"):
+            pytest.fail("npm is needed to fetch speedscope's file-format schema (.ci/run installs it)")
+        pytest.skip("npm not installed: cannot fetch speedscope's file-format schema")
+    done = subprocess.run([npm, "pack", SPEEDSCOPE, "--silent"], cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    with tarfile.open(tmp_path / done.stdout.strip().splitlines()[-1]) as archive:
+        return json.load(archive.extractfile("package/dist/release/file-format-schema.json"))
 
 
 def test_fastapi_app_tree_nests_awaited_coroutines_under_their_awaiter(start_app, tmp_path):
