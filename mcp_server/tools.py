@@ -401,38 +401,7 @@ class FuncsightTools:
 def bounded_decomposition(tree: dict, max_nodes: int, max_bytes: int = 40_000) -> tuple[dict, int, int]:
     """The decomposition tree cut to the nodes with the largest |subtree_ms| (a node only with its
     parent) and to ``max_bytes`` of JSON: ``(tree, nodes kept, nodes in all)``."""
-    nodes: list[tuple[dict, int | None]] = []
-
-    def collect(node: dict, parent: int | None) -> None:
-        key = len(nodes)
-        nodes.append((node, parent))
-        for child in node.get("children", []):
-            collect(child, key)
-
-    collect(tree, None)
-    order = sorted(range(1, len(nodes)), key=lambda i: -abs(nodes[i][0].get("subtree_ms", 0.0)))
-    limit = max(1, max_nodes)
-    while True:
-        keep = {0}
-        for index in order:
-            if len(keep) >= limit:
-                break
-            if nodes[index][1] in keep:
-                keep.add(index)
-        copies: dict[int, dict] = {}
-        for index in sorted(keep):
-            node, parent = nodes[index]
-            copy = {k: v for k, v in node.items() if k != "children"}
-            copy["children"] = []
-            omitted = sum(1 for c in node.get("children", []) if c) - sum(1 for i in keep if nodes[i][1] == index)
-            if omitted:
-                copy["children_omitted"] = omitted
-            copies[index] = copy
-            if parent is not None:
-                copies[parent]["children"].append(copy)
-        if len(json.dumps(copies[0], separators=(",", ":"))) <= max_bytes or limit == 1:
-            return copies[0], len(keep), len(nodes)
-        limit = max(1, limit * 2 // 3)
+    return tm.bounded_nodes(tree, max_nodes, max_bytes, lambda node: abs(node.get("subtree_ms", 0.0)))
 
 
 def _clip(text: str | None, limit: int) -> str | None:

@@ -9,7 +9,7 @@ the nodes with the most time, and says what it cut.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable
 
 from pydantic import Field
 
@@ -20,19 +20,30 @@ _SUMMARY_LINES = 80
 
 
 def bounded_tree(tree: dict, max_nodes: int, max_bytes: int = MAX_TREE_BYTES) -> tuple[dict, int, int]:
-    """``(tree cut to at most max_nodes nodes and max_bytes of JSON, nodes kept, nodes in all)``.
-    Nodes are kept by share of the route's time (largest first), a node only with its parent."""
-    nodes = []
+    """``(tree cut to at most max_nodes nodes and max_bytes of JSON, nodes kept, nodes in all)``,
+    the nodes with the largest share of the route's time kept (in either version)."""
+    def weight(node: dict) -> float:
+        return max(node.get("share", 0.0), (node.get("before") or {}).get("share", 0.0))
 
-    def collect(node: dict, parent_key: int | None) -> None:
+    root, kept, total = bounded_nodes(tree["root"], max_nodes, max_bytes, weight)
+    return {**{k: v for k, v in tree.items() if k != "root"}, "root": root}, kept, total
+
+
+def bounded_nodes(root: dict, max_nodes: int, max_bytes: int, weight: Callable[[dict], float]) -> tuple[dict, int, int]:
+    """A tree of ``{"children": [...], ...}`` nodes cut to at most ``max_nodes`` nodes and
+    ``max_bytes`` of JSON: ``(root copy, nodes kept, nodes in all)``. The heaviest nodes by
+    ``weight`` are kept, a node only with its parent; a kept node says how many children it lost
+    (``children_omitted``)."""
+    nodes: list[tuple[dict, int | None]] = []
+
+    def collect(node: dict, parent: int | None) -> None:
         key = len(nodes)
-        nodes.append((node, parent_key))
+        nodes.append((node, parent))
         for child in node.get("children", []):
             collect(child, key)
 
-    collect(tree["root"], None)
-    total = len(nodes)
-    order = sorted(range(1, total), key=lambda i: -max(nodes[i][0].get("share", 0.0), (nodes[i][0].get("before") or {}).get("share", 0.0)))
+    collect(root, None)
+    order = sorted(range(1, len(nodes)), key=lambda i: -weight(nodes[i][0]))
     limit = max(1, max_nodes)
     while True:
         keep = {0}
@@ -41,13 +52,13 @@ def bounded_tree(tree: dict, max_nodes: int, max_bytes: int = MAX_TREE_BYTES) ->
                 break
             if nodes[index][1] in keep:
                 keep.add(index)
-        cut = _copy(tree, nodes, keep)
+        cut = _copy(nodes, keep)
         if len(json.dumps(cut, separators=(",", ":"))) <= max_bytes or limit == 1:
-            return cut, len(keep), total
+            return cut, len(keep), len(nodes)
         limit = max(1, limit * 2 // 3)
 
 
-def _copy(tree: dict, nodes: list, keep: set[int]) -> dict:
+def _copy(nodes: list, keep: set[int]) -> dict:
     copies = {}
     for index in sorted(keep):  # parents come before their children in ``nodes``
         node, parent = nodes[index]
@@ -61,7 +72,7 @@ def _copy(tree: dict, nodes: list, keep: set[int]) -> dict:
         omitted = node.get("children_omitted", 0) + len(node.get("children", [])) - len(copy["children"])
         if omitted:
             copy["children_omitted"] = omitted
-    return {**{k: v for k, v in tree.items() if k != "root"}, "root": copies[0]}
+    return copies[0]
 
 
 class CallTreeResult(Output):
