@@ -315,10 +315,16 @@ class StoreSource:
                     record["stack"] = [{"function": name, "file": file, "line": line}
                                        for name, file, line in json.loads(sample[0][0])]
                 record["message"], record["trace_id"], record["span_id"] = sample[0][1], sample[0][2], sample[0][3]
+            # The function span itself, when one was kept: only from a request of this route (a
+            # trace one of this route's samples came from), never another route's with the same
+            # function and exception type.
             span = self._query(
-                """SELECT s.trace_id, s.span_id FROM spans s JOIN processes p ON p.id = s.process_id
-                   WHERE s.name = ? AND s.exception_type = ? AND p.version = ? ORDER BY s.start DESC LIMIT 1""",
-                (r[0], r[3], r[2]),
+                f"""SELECT s.trace_id, s.span_id FROM spans s JOIN processes p ON p.id = s.process_id
+                   WHERE s.name = ? AND s.exception_type = ? AND p.version = ? AND s.trace_id IN (
+                     SELECT x.trace_id FROM {ERROR_SAMPLES}
+                     WHERE f.name = ? AND x.route = ? AND p.version = ? AND x.exception_type = ?)
+                   ORDER BY s.start DESC LIMIT 1""",
+                (r[0], r[3], r[2], r[0], r[1], r[2], r[3]),
             )
             if span:
                 record["trace_id"], record["span_id"] = span[0][0], span[0][1]

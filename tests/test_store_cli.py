@@ -278,3 +278,48 @@ def test_writer_never_clobbers_a_file_it_cannot_use(tmp_path, caplog, case):
     warnings = funcsight_warnings(caplog)
     assert len(warnings) == 1 and str(path) in warnings[0], warnings
     assert path.read_bytes() == before, "the writer modified a file that is not a usable store"
+
+
+def test_an_error_records_trace_ids_belong_to_a_request_of_its_route(tmp_path):
+    """One function raising one exception type on two routes, each in its own sampled trace, with
+    a function span kept for each: each route's record names its own trace (the function-span
+    lookup filters by the route's requests)."""
+    import os
+    import socket
+    import time
+    import uuid
+
+    from opentelemetry.trace import SpanContext, TraceFlags
+
+    from funcsight.analysis.errors import error_records
+    from funcsight.exporters.store_writer import ProcessIdentity, StoreWriter
+    from funcsight.instrumentation.calls import CallTable
+    from funcsight.instrumentation.registry import FunctionInfo, FunctionRegistry
+    from funcsight.processors.windows import ErrorSample, WindowAggregator
+    from funcsight.sources.store import StoreSource
+
+    db = tmp_path / "funcsight.db"
+    registry = FunctionRegistry()
+    fid = registry.register(FunctionInfo("shop.db.lookup", "function", "/srv/shop/db.py", 3, "0123456789abcdef"))
+    identity = ProcessIdentity("shop", "1.0", "resource", str(uuid.uuid4()), os.getpid(), socket.gethostname(), time.time())
+    writer = StoreWriter(str(db), registry, identity)
+    windows = WindowAggregator()
+    roots = {"/a": SpanContext(0xA1, 0xA2, False, TraceFlags(1)), "/b": SpanContext(0xB1, 0xB2, False, TraceFlags(1))}
+    for route in ("/a", "/b"):
+        table = CallTable()
+        table.add_call(fid, 1_000, 1_000, KeyError)
+        windows.add_request(route, table, 2_000, False)
+    window = windows.drain()
+    for route, root in roots.items():
+        window.samples[(fid, route, "KeyError")] = ErrorSample(
+            [["lookup", "/srv/shop/db.py", 4]], None, format(root.trace_id, "032x"), format(root.span_id, "016x"), time.time())
+    # "/b"'s span is the later one: a lookup that ignored the route would give it to "/a" too.
+    window.slow_calls = [(roots["/a"], [(fid, 100, 200, KeyError, 0xA3)]), (roots["/b"], [(fid, 300, 400, KeyError, 0xB3)])]
+    assert writer.write_window(window) is True
+    writer.close()
+    source = StoreSource(str(db))
+    try:
+        records = {r["route"]: (r["trace_id"], r["span_id"]) for r in error_records(source)}
+    finally:
+        source.close()
+    assert records == {"/a": (format(0xA1, "032x"), format(0xA3, "016x")), "/b": (format(0xB1, "032x"), format(0xB3, "016x"))}
