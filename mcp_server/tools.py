@@ -63,7 +63,41 @@ PathsLimit = Annotated[int, Field(ge=1, le=200, description="at most this many c
 FunctionName = Annotated[str, Field(description="module.qualname, e.g. \"shop.db.fetch_price\" (or an outbound span name)")]
 
 
+MAX_REPLY_BYTES = 400_000  # structured data of one reply, at most (FUNCSIGHT_MCP_MAX_REPLY_BYTES overrides)
+
+
+def _reply_budget() -> int:
+    try:
+        return max(10_000, int(os.environ.get("FUNCSIGHT_MCP_MAX_REPLY_BYTES", MAX_REPLY_BYTES)))
+    except ValueError:
+        return MAX_REPLY_BYTES
+
+
+def _fit(result: BaseModel, budget: int) -> BaseModel:
+    """``result`` with its longest lists cut from the end until its JSON fits in ``budget`` bytes,
+    the cut said in its ``note``. Each tool already bounds its lists; this is the last line."""
+    data = result.model_dump(mode="json")
+    size = len(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode())
+    if size <= budget:
+        return result
+    cut: dict[str, int] = {}
+    while size > budget:
+        lists = [(len(json.dumps(v).encode()), k) for k, v in data.items() if isinstance(v, list) and v]
+        if not lists:
+            break
+        _, key = max(lists)
+        keep = len(data[key]) // 2
+        cut[key] = cut.get(key, 0) + len(data[key]) - keep
+        data[key] = data[key][:keep]
+        size = len(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode())
+    said = ", ".join(f"{n} {key}" for key, n in cut.items())
+    if "note" in data:
+        data["note"] = "; ".join(filter(None, [data.get("note"), f"reply cut to {budget} bytes: {said} left out (lower limit)"]))
+    return type(result).model_validate(data)
+
+
 def _reply(result: BaseModel) -> CallToolResult:
+    result = _fit(result, _reply_budget())
     data = result.model_dump(mode="json")
     return CallToolResult(
         content=[TextContent(type="text", text=result.summary()),

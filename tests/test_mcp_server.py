@@ -690,3 +690,17 @@ def test_query_replies_are_bounded_in_bytes_and_columns(client):
     assert sum(len(c.text.encode()) for c in result.content) < 3 * ROWS_BYTES
     too_wide = ", ".join(f"{i} AS c{i}" for i in range(MAX_COLUMNS + 1))
     assert f"select at most {MAX_COLUMNS}" in client.error("query", {"sql": f"SELECT {too_wide}"})
+
+
+def test_every_reply_fits_the_byte_budget_and_says_what_it_cut():
+    """The last line of defence behind each tool's own limits: a reply over the budget loses the
+    end of its longest lists and says so in its note."""
+    from funcsight.mcp_server import models as m
+    from funcsight.mcp_server.tools import _fit
+
+    big = m.QueryResult(columns=["a"], rows=[["x" * 1000] for _ in range(500)], rows_returned=500, more_rows=0,
+                        more_rows_is_lower_bound=False, truncated_cells=0, elapsed_ms=1.0, note=None)
+    fitted = _fit(big, 50_000)
+    assert len(fitted.model_dump_json().encode()) <= 50_000 < len(big.model_dump_json().encode())
+    assert 0 < len(fitted.rows) < 500 and "rows left out" in fitted.note
+    assert _fit(fitted, 50_000) == fitted  # what fits is left alone
