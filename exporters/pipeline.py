@@ -99,7 +99,9 @@ class ExportPipeline:
         self._shut_down = True
         self._stop.set()
         thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
+        # is_alive(): a signal can arrive between a thread's creation and its start (a pool worker
+        # terminated just after the fork restarted this thread), and join() refuses such a thread.
+        if thread is not None and thread is not threading.current_thread() and thread.is_alive():
             thread.join(timeout=max(1.0, self.interval_s))
         self.flush()
 
