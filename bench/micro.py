@@ -62,6 +62,8 @@ from pathlib import Path
 from funcsight.config import Config
 from funcsight.instrumentation import csensor
 from funcsight.instrumentation._pysensor import PythonSensor
+from funcsight.instrumentation.registry import FunctionRegistry
+from funcsight.instrumentation.selection import CodeSelector
 
 # Earlier revisions (d3d68cb, the "before" of the restructuring) passed each sensor its Sink; this
 # script measures both, so before/after can run side by side.
@@ -69,8 +71,6 @@ if "sink" in inspect.signature(PythonSensor.__init__).parameters:
     from funcsight.instrumentation._pysensor import Sink as _OldSink
 else:
     _OldSink = None
-from funcsight.instrumentation.registry import FunctionRegistry
-from funcsight.instrumentation.selection import CodeSelector
 
 SOURCE = '''
 def small(x):
