@@ -131,6 +131,11 @@ record(Core *core, int32_t fid, int32_t node, int64_t start, int64_t end, int64_
         else
             table = core->background;
     }
+    else if (!CallTable_Check(table) || !((CallTable *)table)->open) {
+        /* Swept after its request ended (3.13 sends no event when a suspended generator is
+         * closed or dropped): that table was folded into its window already, as _pysensor does. */
+        table = core->background;
+    }
     if (LIKELY(table != NULL && CallTable_Check(table))) {
         CallTable *t = (CallTable *)table;
         int counted = table_count(t, node, fid, duration, self_ns, exc_type, exc);
