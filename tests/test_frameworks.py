@@ -200,7 +200,7 @@ DV, DL, DC = "catalog.views.", "catalog.logic.", "catalog.converters."
 def django_command(server: str) -> list[str]:
     if server == "runserver":  # Django's threaded development server
         return [sys.executable, "manage.py", "runserver", "127.0.0.1:{port}", "--noreload"]
-    return [bin_path("gunicorn"), *gunicorn_quiet(), "-w", "2", "-b", "127.0.0.1:{port}", "site_conf.wsgi:application"]
+    return [bin_path("gunicorn"), *gunicorn_options(), "-w", "2", "-b", "127.0.0.1:{port}", "site_conf.wsgi:application"]
 
 
 @pytest.mark.parametrize("server", ["runserver", "gunicorn"])
@@ -382,12 +382,20 @@ SERVERS = {
 
 
 
-def gunicorn_quiet() -> list[str]:
-    """Options that keep parallel gunicorn runs apart: gunicorn >= 25 opens a control socket in
-    ~/.gunicorn by default."""
+def gunicorn_options(graceful_timeout: float = 5) -> list[str]:
+    """Options every gunicorn run here takes.
+
+    - gunicorn >= 25 opens a control socket in ~/.gunicorn by default: off, so parallel runs stay apart.
+    - A worker forked just before the master's SIGTERM gets it while it still has the master's
+      signal handler (which only queues it), so it boots and keeps running until the graceful
+      timeout (default 30 s) ends in SIGKILL. Such a worker has served nothing; a short timeout
+      lets the test's stop stay within its bound (seen in CI: "Booting worker" after "Handling
+      signal: term").
+    """
     import gunicorn.config
 
-    return ["--no-control-socket"] if any(s.name == "control_socket_disable" for s in gunicorn.config.KNOWN_SETTINGS) else []
+    quiet = ["--no-control-socket"] if any(s.name == "control_socket_disable" for s in gunicorn.config.KNOWN_SETTINGS) else []
+    return [*quiet, "--graceful-timeout", f"{graceful_timeout:g}"]
 
 
 def drive(port: int, n: int, workers: int, first: int = 0) -> tuple[int, Counter]:
@@ -439,7 +447,7 @@ def test_gunicorn_workers_add_up(launch, tmp_path, server, preload, interval):
     # Periodic runs: the app's import takes a second longer, so with --preload the master's
     # import-time window is written well before it forks (see test_fork_during_a_store_write).
     env = env_for(db, f"fork-{server}", interval, FORKAPP_IMPORT_SECONDS="1" if interval == PERIODIC else "0")
-    command = [bin_path("gunicorn"), *gunicorn_quiet(), "-w", str(workers), "-b", "127.0.0.1:{port}", "--graceful-timeout", "10"]
+    command = [bin_path("gunicorn"), *gunicorn_options(graceful_timeout=10), "-w", str(workers), "-b", "127.0.0.1:{port}"]
     if worker_class:
         command += ["-k", worker_class]
     if preload:
@@ -534,7 +542,7 @@ def test_outbound_calls_appear_beside_functions(launch, tmp_path):
     db = tmp_path / "funcsight.db"
     with Downstream() as downstream:
         env = env_for(db, "fork-outbound", EXIT_FLUSH_ONLY, DOWNSTREAM_URL=downstream.url)
-        command = [bin_path("gunicorn"), *gunicorn_quiet(), "-w", "2", "-b", "127.0.0.1:{port}", "forkapp.wsgi:app"]
+        command = [bin_path("gunicorn"), *gunicorn_options(), "-w", "2", "-b", "127.0.0.1:{port}", "forkapp.wsgi:app"]
         app = launch(FORK_APP, command, env)
         with ThreadPoolExecutor(max_workers=4) as pool:
             bodies = list(pool.map(lambda i: get_ok(app.port, f"/fanout/{i}"), range(n)))
@@ -604,7 +612,7 @@ def test_gunicorn_workers_export_metrics_under_their_own_instance(launch, rotel)
         OTEL_RESOURCE_ATTRIBUTES="service.version=1.0",
         FUNCSIGHT_EXPORT_INTERVAL="0.5",
     )
-    command = [bin_path("gunicorn"), *gunicorn_quiet(), "-w", str(workers), "-b", "127.0.0.1:{port}", "forkapp.wsgi:app"]
+    command = [bin_path("gunicorn"), *gunicorn_options(), "-w", str(workers), "-b", "127.0.0.1:{port}", "forkapp.wsgi:app"]
     app = launch(FORK_APP, command, env)
     sent, served = drive(app.port, 50 * workers, workers)
     assert len(served) == workers, served

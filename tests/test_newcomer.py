@@ -131,7 +131,7 @@ def test_start_line_once_per_service_and_first_window_soon(tmp_path):
     port = free_port()
     env = clean_env(FUNCSIGHT_DB=str(db), OTEL_TRACES_EXPORTER="none", OTEL_METRICS_EXPORTER="none",
                     OTEL_LOGS_EXPORTER="none", OTEL_SERVICE_NAME="single", PYTHONPATH=str(workdir))
-    app = Served(workdir, [str(gunicorn), "-w", "2", "-b", f"127.0.0.1:{port}", "serve:app"], env, port)
+    app = Served(workdir, [str(gunicorn), "-w", "2", "--graceful-timeout", "5", "-b", f"127.0.0.1:{port}", "serve:app"], env, port)
     try:
         started = time.monotonic()
         assert get(port, "/total/2")[0] == 200
