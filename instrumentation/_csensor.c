@@ -148,7 +148,16 @@ mod_set_stack_sampler(PyObject *self, PyObject *sampler)
     Py_RETURN_NONE;
 }
 
+/* request_changed(): the request variable was set (see request_of() in core.h). */
+static PyObject *
+mod_request_changed(PyObject *self, PyObject *unused)
+{
+    request_generation++;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"request_changed", mod_request_changed, METH_NOARGS, "request_changed(): calls.current_request was set (the sensor's per-thread copy is stale)"},
     {"set_stack_sampler", mod_set_stack_sampler, METH_O, "set_stack_sampler(fn): fn(exception) -> stack sample kept per (fid, type)"},
     {"_floor", (PyCFunction)(void (*)(void))mod_floor, METH_FASTCALL, "count + clock_gettime (bench yardstick)"},
     {"_floor2", (PyCFunction)(void (*)(void))mod_floor2, METH_FASTCALL, "count + clock_gettime, returns args[1]"},

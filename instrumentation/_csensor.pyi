@@ -20,6 +20,9 @@ COROUTINE: int
 def bucket_of(duration_ns: int) -> int:
     """Exactly ``calls.bucket_of`` (for -2**63 < duration_ns < 2**63)."""
 
+def request_changed() -> None:
+    """calls.current_request was set: the sensor's per-thread copy of its value is stale."""
+
 def now_ns() -> int:
     """The sensor's clock: CLOCK_MONOTONIC nanoseconds (what ``time.perf_counter_ns`` reads on
     Linux), from the TSC mapped onto it where the kernel uses the TSC, else clock_gettime."""

@@ -10,7 +10,7 @@ Durations are binned into the half-octave buckets of :mod:`funcsight.histogram`.
 
 from __future__ import annotations
 
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 
 from funcsight.histogram import bucket_of, merge
 
@@ -138,6 +138,27 @@ class CallTable:
 
 
 current_request: ContextVar[CallTable | None] = ContextVar("funcsight_request", default=None)
+
+try:  # the C sensor keeps a per-thread copy of the variable's value: it must hear of every set
+    from funcsight.instrumentation._csensor import request_changed
+except ImportError:  # no C extension: nothing to tell
+
+    def request_changed() -> None:
+        pass
+
+
+def enter_request(table: CallTable | None) -> Token:
+    """Make ``table`` the current context's request table: the one way to set
+    :data:`current_request` (a plain ``set`` would leave the C sensor's copy stale)."""
+    token = current_request.set(table)
+    request_changed()
+    return token
+
+
+def leave_request(token: Token) -> None:
+    """Undo :func:`enter_request`."""
+    current_request.reset(token)
+    request_changed()
 
 
 MAX_STACK_FRAMES = 30

@@ -28,6 +28,7 @@ typedef struct {
     PyObject *open;            /* dict: root span id -> table (the processor's own) */
     PyObject *by_trace;        /* dict: trace id -> table of its open local root */
     PyObject *current_request; /* the ContextVar the sensor reads */
+    PyObject *request_changed; /* calls.request_changed(): tells the C sensor it was set */
     PyObject *windows;         /* a WindowAggregator: this module's (a C call) or windows.py's */
     PyObject *add_request;     /* windows.add_request(route, table, duration, failed), the Python twin's */
     PyObject *table_type;      /* the sensor's call table type (its sink's, chosen once) */
@@ -149,6 +150,10 @@ start_request(RollupCore *self, PyObject *span)
     if (token == NULL)
         goto done;
     Py_DECREF(token);
+    PyObject *told = PyObject_CallNoArgs(self->request_changed); /* as calls.enter_request() */
+    if (told == NULL)
+        goto done;
+    Py_DECREF(told);
     rc = 0;
 done:
     Py_XDECREF(context);
@@ -375,14 +380,15 @@ rollup_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"processor", "open", "by_trace", "current_request", "windows", "table_type",
                              "roll_up_child", "queue_spans", "route_of", "framing_scopes", "server", "consumer",
-                             "status_error", "max_open", NULL};
+                             "status_error", "max_open", "request_changed", NULL};
     PyObject *processor, *open, *by_trace, *current_request, *windows, *table_type, *roll_up_child, *queue_spans;
-    PyObject *route_of, *framing_scopes, *server, *consumer, *status_error;
+    PyObject *route_of, *framing_scopes, *server, *consumer, *status_error, *request_changed;
     Py_ssize_t max_open;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!O!O!OOOOOO!OOOn:RollupCore", kwlist, &processor, &PyDict_Type,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!O!O!OOOOOO!OOOnO:RollupCore", kwlist, &processor, &PyDict_Type,
                                      &open, &PyDict_Type, &by_trace, &PyContextVar_Type, &current_request, &windows,
                                      &table_type, &roll_up_child, &queue_spans, &route_of, &PyFrozenSet_Type,
-                                     &framing_scopes, &server, &consumer, &status_error, &max_open))
+                                     &framing_scopes, &server, &consumer, &status_error, &max_open,
+                                     &request_changed))
         return NULL;
     /* The Python twin is folded into through its public method; this module's with a C call. */
     PyObject *add_request = Py_IS_TYPE(windows, &WindowsType) ? Py_NewRef(Py_None)
@@ -398,6 +404,7 @@ rollup_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->open = Py_NewRef(open);
     self->by_trace = Py_NewRef(by_trace);
     self->current_request = Py_NewRef(current_request);
+    self->request_changed = Py_NewRef(request_changed);
     self->windows = Py_NewRef(windows);
     self->add_request = add_request;
     self->table_type = Py_NewRef(table_type);
@@ -419,6 +426,7 @@ rollup_traverse(RollupCore *self, visitproc visit, void *arg)
     Py_VISIT(self->open);
     Py_VISIT(self->by_trace);
     Py_VISIT(self->current_request);
+    Py_VISIT(self->request_changed);
     Py_VISIT(self->windows);
     Py_VISIT(self->add_request);
     Py_VISIT(self->table_type);
@@ -439,6 +447,7 @@ rollup_clear(RollupCore *self)
     Py_CLEAR(self->open);
     Py_CLEAR(self->by_trace);
     Py_CLEAR(self->current_request);
+    Py_CLEAR(self->request_changed);
     Py_CLEAR(self->windows);
     Py_CLEAR(self->add_request);
     Py_CLEAR(self->table_type);

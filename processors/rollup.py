@@ -29,7 +29,7 @@ from collections import deque
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import SpanKind, StatusCode
 
-from funcsight.instrumentation.calls import CallTable, current_request
+from funcsight.instrumentation.calls import CallTable, current_request, enter_request, request_changed
 from funcsight.instrumentation.registry import FunctionRegistry
 from funcsight.names import HTTP_ROUTE, SCOPE, UNMATCHED_ROUTE
 from funcsight.processors.windows import Counters, Window, WindowAggregator
@@ -161,7 +161,7 @@ class RollupSpanProcessor(SpanProcessor):
             core = _crollup.RollupCore(
                 self, self._open, self._by_trace, current_request, windows, self._table_type, self._roll_up_child,
                 self._queue_spans, route_of, _FRAMING_SCOPES, SpanKind.SERVER, SpanKind.CONSUMER,
-                StatusCode.ERROR, _MAX_OPEN_REQUESTS,
+                StatusCode.ERROR, _MAX_OPEN_REQUESTS, request_changed,
             )
             # Instance attributes: the SDK calls the C methods, without a Python frame per span.
             self.on_start, self.on_end, self._on_ending = core.on_start, core.on_end, core.on_ending
@@ -189,7 +189,7 @@ class RollupSpanProcessor(SpanProcessor):
             table = self._table_type(budget, context.trace_id, context)
             self._open[context.span_id] = table
             self._by_trace[context.trace_id] = table
-            current_request.set(table)
+            enter_request(table)
         except Exception:  # a span processor must never raise into the application
             self._failures += 1
 

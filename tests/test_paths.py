@@ -19,7 +19,7 @@ import pytest
 from helpers import assert_functions_are_sums_of_nodes, cli_ok, get_ok, store_env, tree_nodes
 
 from funcsight.config import Config
-from funcsight.instrumentation.calls import current_request
+from funcsight.instrumentation.calls import enter_request, leave_request
 from funcsight.instrumentation.paths import OTHER
 from funcsight.instrumentation.registry import FunctionRegistry
 from funcsight.instrumentation.selection import CodeSelector
@@ -158,11 +158,11 @@ class TreeHarness:
     def run(self, work) -> object:
         """``work()`` inside one request: its call table."""
         table = self.sensor.sink.new_table()
-        token = current_request.set(table)
+        token = enter_request(table)
         try:
             work()
         finally:
-            current_request.reset(token)
+            leave_request(token)
         return table
 
     def nodes(self, table) -> dict[tuple[str, ...], list]:

@@ -10,6 +10,7 @@ The C implementation is skipped when the extension is not built, unless ``FUNCSI
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
 import importlib
 import itertools
@@ -27,7 +28,7 @@ import pytest
 from funcsight.config import Config
 from funcsight.instrumentation import calls, csensor, sensor as sensor_module
 from funcsight.instrumentation._pysensor import COROUTINE, GENERATOR, PLAIN, PythonSensor
-from funcsight.instrumentation.calls import current_request
+from funcsight.instrumentation.calls import enter_request, leave_request
 from funcsight.instrumentation.registry import FUNCTION, FunctionInfo, FunctionRegistry
 from funcsight.instrumentation.selection import CodeSelector
 from funcsight.instrumentation.sensor import make_sensor
@@ -39,6 +40,7 @@ _names = itertools.count()
 
 SAMPLE = '''
 import asyncio
+import contextvars
 import time
 
 
@@ -487,22 +489,22 @@ def test_cancelled_tasks_are_finished_without_errors(h):
 def test_calls_go_to_the_open_request_table_else_background(make):
     h = make(slow_ms=10, spans=2)
     table = h.sink.new_table(2, 42, "root")
-    token = current_request.set(table)
+    token = enter_request(table)
     try:
         h.mod.caller(3)
         h.mod.sleeper(0.015)  # slow: kept as a span
         h.mod.catch()  # boom raised: kept as a span (budget 2 is now spent)
         h.mod.sleeper(0.015)  # slow, but no budget left
     finally:
-        current_request.reset(token)
+        leave_request(token)
     h.mod.caller(1)  # outside the request
     closed = h.sink.new_table(5, 43, "root2")
     closed.open = False
-    token = current_request.set(closed)
+    token = enter_request(closed)
     try:
         h.mod.leaf(1)  # a closed table: background
     finally:
-        current_request.reset(token)
+        leave_request(token)
     h.stop()
     assert h.calls("leaf", table) == 3 and h.calls("caller", table) == 1
     assert h.calls("sleeper", table) == 2 and h.calls("catch", table) == 1
@@ -516,17 +518,57 @@ def test_calls_go_to_the_open_request_table_else_background(make):
     # span timestamps are on time.perf_counter_ns()'s clock
     assert abs(end2 - time.perf_counter_ns()) < 5_000 * MS
 
+def test_the_request_follows_context_switches_and_sets_between_calls(make):
+    """The C sensor keeps a per-thread copy of the request variable; every way the value can change
+    between two calls on one thread must reach the right table: entering and leaving other
+    contexts (as asyncio task steps do), a set in the same context, a table created in a context
+    that had none, and a thread that ran a request before."""
+    h = make()
+    first, second, third = h.sink.new_table(), h.sink.new_table(), h.sink.new_table()
+    other = contextvars.copy_context()
+    other.run(enter_request, second)  # `other` holds `second`; this context still holds nothing
+    for _ in range(3):
+        h.mod.leaf(1)  # background
+        other.run(h.mod.leaf, 2)  # second
+        h.mod.leaf(4)  # background again: back in this context
+    token = enter_request(first)
+    try:
+        h.mod.leaf(8)  # first
+        other.run(h.mod.leaf, 16)  # second
+        h.mod.leaf(32)  # first
+        inner = enter_request(third)  # a set in the same context, no switch
+        h.mod.leaf(64)  # third
+        leave_request(inner)
+        h.mod.leaf(128)  # first
+    finally:
+        leave_request(token)
+    done = threading.Thread(target=lambda: (enter_request(first), h.mod.leaf(256)))
+    done.start()
+    done.join()
+    h.mod.leaf(512)  # background
+    h.stop()
+
+    def units(table=None) -> int:
+        return h.calls("leaf", table)
+
+    assert units() == 3 * 2 + 1  # leaf(1), leaf(4) three times, leaf(512)
+    assert units(second) == 3 + 1  # leaf(2) three times, leaf(16)
+    assert units(first) == 4  # leaf(8), leaf(32), leaf(128), and the thread's leaf(256)
+    assert units(third) == 1  # leaf(64)
+    assert units() + units(first) + units(second) + units(third) == 16  # every call, once
+
+
 
 def test_a_generator_dropped_while_parked_goes_to_the_table_it_was_parked_in(h):
     if not HAS_MONITORING:
         pytest.skip("parking by frame is the sys.monitoring front end's (3.11 finishes at close)")
     table = h.sink.new_table()
-    token = current_request.set(table)
+    token = enter_request(table)
     try:
         g = h.mod.gen(5)
         next(g)
     finally:
-        current_request.reset(token)
+        leave_request(token)
     assert h.parked() == 1
     frame = g.gi_frame
     del g  # 3.12 finishes it at close; 3.13 leaves it parked until the sweep

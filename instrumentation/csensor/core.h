@@ -113,16 +113,64 @@ internal_error(Core *core)
         PyErr_Clear();
 }
 
+/* Bumped by request_changed() (calls.enter_request / leave_request, the rollup processor) on every
+ * set of the request variable: with the thread state's context_ver (which CPython bumps when the
+ * thread enters or leaves a context, e.g. each asyncio task step) it keys request_of()'s cache. */
+static uint64_t request_generation = 1;
+
+/* The value of the request variable in the calling thread's context (borrowed), or NULL.
+ * PyContextVar_Get costs ~45 instructions a call on 3.12 (a TLS read through __tls_get_addr in
+ * libpython, its own cache check, a reference); st keeps the last value under its key (thread
+ * state, its id, context_ver, request_generation). While the key holds, the thread is in the
+ * same context and nobody set the variable, so the value is the same object and the context
+ * keeps it alive. -1 on error. */
+static inline int
+request_of(Core *core, ThreadStack *st, PyObject **request)
+{
+    PyThreadState *ts = PyThreadState_Get();
+    if (LIKELY(st->request_generation == request_generation && st->request_ts == ts && st->request_ts_id == ts->id
+               && st->request_ctx_ver == ts->context_ver)) {
+        *request = st->request;
+        return 0;
+    }
+    PyObject *value = NULL;
+    if (UNLIKELY(PyContextVar_Get(core->request_var, NULL, &value) < 0)) {
+        st->request_generation = 0;
+        return -1;
+    }
+    Py_XDECREF(value); /* the context keeps it */
+    st->request_generation = request_generation;
+    st->request_ts = ts;
+    st->request_ts_id = ts->id;
+    st->request_ctx_ver = ts->context_ver;
+    st->request = value;
+    *request = value;
+    return 0;
+}
+
+/* request_of() without a stack to cache in (the 3.11 awaiter path). */
+static int
+request_value(Core *core, PyObject **request)
+{
+    PyObject *value = NULL;
+    if (PyContextVar_Get(core->request_var, NULL, &value) < 0)
+        return -1;
+    Py_XDECREF(value); /* the context keeps it */
+    *request = value;
+    return 0;
+}
+
 /* record(): where a finished call goes and what is counted. `table` is NULL except for calls
- * swept from the parking lot (the table captured when they were parked). */
-static void
-record(Core *core, int32_t fid, int32_t node, int64_t start, int64_t end, int64_t duration, int64_t self_ns,
-       PyObject *exc, PyObject *table)
+ * swept from the parking lot (the table captured when they were parked); `st` is the calling
+ * thread's stack (NULL for swept calls). */
+static HOT_INLINE void
+record(Core *core, ThreadStack *st, int32_t fid, int32_t node, int64_t start, int64_t end, int64_t duration,
+       int64_t self_ns, PyObject *exc, PyObject *table)
 {
     PyObject *exc_type = exc ? (PyObject *)Py_TYPE(exc) : NULL;
-    PyObject *request = NULL;
     if (table == NULL) {
-        if (UNLIKELY(PyContextVar_Get(core->request_var, NULL, &request) < 0)) {
+        PyObject *request = NULL;
+        if (UNLIKELY((st != NULL ? request_of(core, st, &request) : request_value(core, &request)) < 0)) {
             internal_error(core);
             request = NULL;
         }
@@ -136,25 +184,35 @@ record(Core *core, int32_t fid, int32_t node, int64_t start, int64_t end, int64_
          * closed or dropped): that table was folded into its window already, as _pysensor does. */
         table = core->background;
     }
-    if (LIKELY(table != NULL && CallTable_Check(table))) {
-        CallTable *t = (CallTable *)table;
-        int counted = table_count(t, node, fid, duration, self_ns, exc_type, exc);
-        if (UNLIKELY(counted != 0))
-            core->internal_errors++; /* out of memory (-1), or counted with no stack sample (1) */
-        if (UNLIKELY(counted >= 0 && t->span_budget > 0 && (exc_type != NULL || duration >= core->slow_ns))) {
-            if (table_keep_span(t, fid, start, end, exc_type) < 0)
-                internal_error(core);
-        }
+    if (UNLIKELY(table == NULL || !CallTable_Check(table)))
+        return;
+    CallTable *t = (CallTable *)table;
+    if (LIKELY(exc_type == NULL)) {
+        if (UNLIKELY(table_count(t, node, fid, duration, self_ns, NULL, NULL) != 0))
+            core->internal_errors++; /* out of memory */
+        if (UNLIKELY(t->span_budget > 0 && duration >= core->slow_ns) && table_keep_span(t, fid, start, end, NULL) < 0)
+            internal_error(core);
+        return;
     }
-    Py_XDECREF(request);
+    /* An error: the stack sampler runs Python code, so the (borrowed) table is held meanwhile. */
+    Py_INCREF(t);
+    int counted = table_count(t, node, fid, duration, self_ns, exc_type, exc);
+    if (UNLIKELY(counted != 0))
+        core->internal_errors++; /* out of memory (-1), or counted with no stack sample (1) */
+    if (counted >= 0 && t->span_budget > 0 && table_keep_span(t, fid, start, end, exc_type) < 0)
+        internal_error(core);
+    Py_DECREF(t);
 }
 
 /* finish(): final exit of an invocation already off the stack. Credits `caller` (the new top, an
  * awaiter, or NULL) and records the call. As _pysensor: a plain call credits its duration, a
  * generator its last active segment (earlier ones were credited as they ended), a coroutine its
- * whole duration (its awaiter waits for it). */
-static inline void
-finish(Core *core, Entry *caller, const Entry *e, int64_t now, PyObject *exc, PyObject *table)
+ * whole duration (its awaiter waits for it).
+ * `e` is read before anything can run Python code, so it may be the slot just popped. With `st`,
+ * the caller is st's top: re-read after record(), whose stack sampler runs Python code that may
+ * push onto this thread's stack and move it. */
+static HOT_INLINE void
+finish(Core *core, ThreadStack *st, Entry *caller, const Entry *e, int64_t now, PyObject *exc, PyObject *table)
 {
     int64_t duration = now - e->start, self_ns, credit;
     if (!e->suspended) {
@@ -171,10 +229,14 @@ finish(Core *core, Entry *caller, const Entry *e, int64_t now, PyObject *exc, Py
     }
     if (caller != NULL)
         caller->child += credit;
-    record(core, e->fid, e->node, e->start, now, duration, self_ns > 0 ? self_ns : 0, exc, table);
-    if (UNLIKELY(exc != NULL && caller != NULL))
-        caller->child += now_ns() - now; /* the stack sample taken for an error is the sensor's
-                                          * time, not the catching caller's */
+    record(core, st, e->fid, e->node, e->start, now, duration, self_ns > 0 ? self_ns : 0, exc, table);
+    if (UNLIKELY(exc != NULL && caller != NULL)) {
+        if (st != NULL)
+            caller = stack_top(st);
+        if (caller != NULL)
+            caller->child += now_ns() - now; /* the stack sample taken for an error is the sensor's
+                                              * time, not the catching caller's */
+    }
 }
 
 /* An active segment of `e` ends (yield/suspend; `e` is already off the stack): `caller` is

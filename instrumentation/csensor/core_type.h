@@ -66,7 +66,7 @@ core_sweep_parked(Core *core, PyObject *unused)
     }
     /* The parking lot is consistent; finishing and dropping references may run Python code. */
     for (size_t j = 0; j < n; j++) {
-        finish(core, NULL, &over[j].entry, over[j].entry.segment, NULL, over[j].table);
+        finish(core, NULL, NULL, &over[j].entry, over[j].entry.segment, NULL, over[j].table);
         Py_DECREF(over[j].frame);
         Py_XDECREF(over[j].table);
     }

@@ -99,7 +99,7 @@ leave_impl(Core *core, PyObject *token, PyObject *exc, int via_awaiter)
         }
         e = st->items[depth];
         stack_truncate(st, depth);
-        finish(core, stack_top(st), &e, now, raised, NULL);
+        finish(core, st, stack_top(st), &e, now, raised, NULL);
         return;
     }
     if (!Invocation_Check(token))
@@ -119,7 +119,7 @@ leave_impl(Core *core, PyObject *token, PyObject *exc, int via_awaiter)
         caller = stack_top(st);
     }
     e = inv->e;
-    finish(core, caller, &e, now, raised, NULL);
+    finish(core, caller == stack_top(st) ? st : NULL, caller, &e, now, raised, NULL);
     awaiter_done(st, token);
 }
 

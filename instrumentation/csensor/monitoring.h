@@ -347,9 +347,14 @@ final_exit(Core *core, uint64_t tag, PyObject *exc)
     int64_t now = now_ns();
     ThreadStack *st = stack_of(core);
     if (LIKELY(st != NULL && st->len > 0 && st->items[st->len - 1].fid == TAG_FID(tag))) {
+        if (LIKELY(st->items[st->len - 1].owner == NULL)) {
+            Entry *e = &st->items[--st->len]; /* read in place: see finish() */
+            finish(core, st, stack_top(st), e, now, exc, NULL);
+            return;
+        }
         Entry e;
         stack_pop(st, &e);
-        finish(core, stack_top(st), &e, now, exc, NULL);
+        finish(core, st, stack_top(st), &e, now, exc, NULL);
     }
 }
 

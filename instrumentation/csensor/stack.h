@@ -68,6 +68,12 @@ typedef struct {
     /* The path node the thread's outermost calls hang under: 0 (the request's root), or the node
      * of the call that handed this thread its work (a thread pool's task, see agent/threads.py). */
     int32_t base_node;
+    /* request_of()'s copy of the request variable's value in this thread's context, and its key
+     * (0: none). `request` is borrowed: the context holds it while the key is unchanged. */
+    uint64_t request_generation;
+    PyThreadState *request_ts;
+    uint64_t request_ts_id, request_ctx_ver;
+    PyObject *request;
 } ThreadStack;
 
 static void

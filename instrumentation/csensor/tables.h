@@ -192,7 +192,7 @@ index_put(uint64_t *index, uint32_t mask, int32_t key, int32_t position)
         }                                                                              \
     } while (0)
 
-static Slot *
+COLD static Slot *
 table_new_slot(CallTable *t, int32_t fid)
 {
     table_take_buffers(t);
@@ -223,7 +223,7 @@ table_find(CallTable *t, int32_t fid)
 }
 
 /* A new node slot (counters zero) linked to function slot `slot` (-1: none); NULL on memory. */
-static NodeSlot *
+COLD static NodeSlot *
 table_new_node(CallTable *t, int32_t node, int32_t slot)
 {
     table_take_buffers(t);
@@ -252,14 +252,10 @@ table_find_node(CallTable *t, int32_t node)
     return i >= 0 ? &t->nodes[i] : NULL;
 }
 
-/* The node slot of a call of fid at node, and through it the function's slot (made on first
- * appearance of either); NULL when memory ran out. */
-static inline NodeSlot *
-table_node_slot(CallTable *t, int32_t node, int32_t fid)
+/* table_node_slot()'s first sight of a node or of its function in this table. */
+COLD static NodeSlot *
+table_node_slot_new(CallTable *t, NodeSlot *n, int32_t node, int32_t fid)
 {
-    NodeSlot *n = table_find_node(t, node);
-    if (LIKELY(n != NULL && n->slot >= 0))
-        return n;
     Slot *s = table_find(t, fid);
     if (s == NULL && (s = table_new_slot(t, fid)) == NULL)
         return NULL;
@@ -268,6 +264,31 @@ table_node_slot(CallTable *t, int32_t node, int32_t fid)
         return table_new_node(t, node, slot);
     n->slot = slot;
     return n;
+}
+
+/* The node slot of a call of fid at node, and through it the function's slot (made on first
+ * appearance of either); NULL when memory ran out. */
+static inline NodeSlot *
+table_node_slot(CallTable *t, int32_t node, int32_t fid)
+{
+    NodeSlot *n = table_find_node(t, node);
+    if (LIKELY(n != NULL && n->slot >= 0))
+        return n;
+    return table_node_slot_new(t, n, node, fid);
+}
+
+/* hist_add_n() once the inline pairs are full: the full array. */
+COLD static int
+hist_widen(Slot *s, int bucket, uint64_t n)
+{
+    uint64_t *wide = PyMem_Calloc(N_BUCKETS, sizeof(uint64_t));
+    if (wide == NULL)
+        return -1;
+    for (uint32_t i = 0; i < s->n_inline; i++)
+        wide[s->inline_bucket[i]] = s->inline_count[i];
+    wide[bucket] += n;
+    s->wide = wide;
+    return 0;
 }
 
 /* n more calls in bucket (n = 1 on the hot path, where the compiler folds it). */
@@ -289,14 +310,7 @@ hist_add_n(Slot *s, int bucket, uint64_t n)
         s->inline_count[s->n_inline++] = n;
         return 0;
     }
-    uint64_t *wide = PyMem_Calloc(N_BUCKETS, sizeof(uint64_t));
-    if (wide == NULL)
-        return -1;
-    for (uint32_t i = 0; i < s->n_inline; i++)
-        wide[s->inline_bucket[i]] = s->inline_count[i];
-    wide[bucket] += n;
-    s->wide = wide;
-    return 0;
+    return hist_widen(s, bucket, n);
 }
 
 static inline int

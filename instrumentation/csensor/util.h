@@ -23,9 +23,16 @@
 #if defined(__GNUC__)
 #define LIKELY(x) __builtin_expect(!!(x), 1)
 #define UNLIKELY(x) __builtin_expect(!!(x), 0)
+/* Rare paths (a table's first sight of a function, a histogram spreading): kept out of line so
+ * the per-call code stays small and the compiler inlines it into the callbacks. */
+#define COLD __attribute__((noinline, cold))
+/* The per-call path, inlined into each callback (one call frame fewer per event). */
+#define HOT_INLINE inline __attribute__((always_inline))
 #else
 #define LIKELY(x) (x)
 #define UNLIKELY(x) (x)
+#define COLD
+#define HOT_INLINE inline
 #endif
 
 /* Function kinds, as _pysensor.kind_of(): they decide how a suspended invocation is credited. */
