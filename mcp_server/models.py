@@ -141,10 +141,16 @@ class VersionsResult(Output):
 # --- list_routes --------------------------------------------------------------------------------
 
 
+FILE = Field(None, description="the function's source file (null for an outbound call or when unknown)")
+LINE = Field(None, description="the first line of the function's code (null when unknown)")
+
+
 class TopFunction(Output):
     function: str
     self_ms_per_request: float | None = Field(description="self time per request of the route, ms")
     calls_per_request: float | None
+    file: str | None = FILE
+    line: int | None = LINE
 
 
 RouteEntry = record_model(
@@ -196,6 +202,8 @@ class BreakdownItem(Output):
     p95_ms_per_call: float
     errors: int = Field(description="calls that raised")
     errors_by_type: dict[str, int] = Field(description="exception type -> count")
+    file: str | None = FILE
+    line: int | None = LINE
 
 
 class BreakdownResult(Output):
@@ -247,6 +255,8 @@ FunctionStatsRow = record_model(
 class FunctionStatsResult(Output):
     function: str
     kind: str = Field(description="'function' or 'span' (outbound call)")
+    file: str | None = Field(None, description="its source file in the latest version shown (null for an outbound call)")
+    line: int | None = Field(None, description="the first line of its code in the latest version shown")
     route: str | None = Field(description="route filter asked for, null = all")
     version: str | None = Field(description="version filter asked for, null = all")
     rows: list[FunctionStatsRow] = Field(description="per route x version, by version then most self time")
@@ -452,7 +462,7 @@ AnomalyEntry = record_model(
         "relative_change": "after / before - 1",
         "bin_s": "width of one time bin, seconds",
     },
-    extra={"change_at_utc": (str, ...), "unit": (str, ...)},
+    extra={"change_at_utc": (str, ...), "unit": (str, ...), "file": (str | None, FILE), "line": (int | None, LINE)},
 )
 
 
@@ -491,7 +501,8 @@ ErrorEntry = record_model(
         "stack": "latest sample's stack, outermost first, innermost last",
     },
     extra={"last_seen_utc": (str, ...),
-           "stack_frames_omitted": (int, Field(description="outer frames left out by the frame limit"))},
+           "stack_frames_omitted": (int, Field(description="outer frames left out by the frame limit")),
+           "file": (str | None, FILE), "line": (int | None, LINE)},
 )
 
 

@@ -145,8 +145,20 @@ def test_list_routes_matches_cli(client, cli, version):
     assert got["total_rows"] == len(expected) and got["omitted"] == 0
     assert [(r["route"], r["version"]) for r in got["routes"]] == [(r["route"], r["version"]) for r in expected]
     for g, e in zip(got["routes"], expected):
-        for key in ("requests", "errors", "error_rate", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "top_functions"):
+        for key in ("requests", "errors", "error_rate", "p50_ms", "p95_ms", "p99_ms", "mean_ms"):
             assert g[key] == e[key], (g["route"], key)
+        assert [{k: f[k] for k in e["top_functions"][0]} for f in g["top_functions"]] == e["top_functions"]
+        for f in g["top_functions"]:
+            assert_located(f)
+
+
+def assert_located(item: dict) -> None:
+    """A sensed function's file is its module's source file (the module is a prefix of the
+    function's dotted name) and its line is a real first line."""
+    parts = item["function"].split(".")
+    modules = ["/".join(parts[:n]) + ".py" for n in range(len(parts) - 1, 0, -1)]
+    assert item["file"] and any(item["file"].endswith("/" + m) for m in modules), item
+    assert isinstance(item["line"], int) and item["line"] >= 1, item
 
 
 @pytest.mark.parametrize("route", [CART, CHECKOUT, "/products/<int:page>", "/health"])
@@ -165,6 +177,10 @@ def test_route_breakdown_matches_cli(client, cli, route, version):
             e["calls"], e["calls_per_request"], e["self_ms_per_request"], e["errors"], e["errors_by_type"])
         assert (item["p50_ms_per_call"], item["p95_ms_per_call"], item["mean_ms_per_call"]) == (e["p50_ms"], e["p95_ms"], e["mean_ms"])
         assert _close(item["total_ms_per_request"], e["total_ms"] / e["requests"])
+        if item["kind"] == "function":
+            assert_located(item)
+        else:  # an outbound call has no source line
+            assert item["file"] is None and item["line"] is None
     selfs = [i["self_ms_per_request"] for i in got["items"]]
     assert selfs == sorted(selfs, reverse=True)
     assert _close(sum(selfs) + got["outside_sensed_code_ms_per_request"], got["mean_ms"], 2e-3)
@@ -240,6 +256,7 @@ def test_function_stats_matches_cli(client, cli, function):
         for key in ("calls", "requests", "calls_per_request", "errors", "errors_by_type", "p50_ms", "p95_ms", "p99_ms",
                     "mean_ms", "total_ms", "self_ms", "self_ms_per_request"):
             assert row[key] == e[key], (row["route"], row["version"], key)
+    assert_located(got)
     one = client.ok("function_stats", {"function": function, "route": expected[0]["route"], "version": expected[0]["version"]})
     assert [(r["route"], r["version"]) for r in one["rows"]] == [(expected[0]["route"], expected[0]["version"])]
 
@@ -300,6 +317,8 @@ def test_list_anomalies_matches_cli(client, cli):
     assert got["total"] == len(expected)
     assert [(a["function"], a["route"], a["kind"], a["p_value"]) for a in got["anomalies"]] == [
         (a["function"], a["route"], a["kind"], a["p_value"]) for a in expected]
+    for a in got["anomalies"]:
+        assert_located(a)
     recent = client.ok("list_anomalies", {"since": "1d", "version": "1.1"})
     assert recent["since_s"] == 86400 and recent["version"] == "1.1"
 
@@ -317,6 +336,7 @@ def test_recent_errors_matches_cli(client, cli, filters):
         assert (g["count"], g["first_seen_epoch_s"], g["last_seen_epoch_s"], g["trace_id"], g["span_id"], g["message"]) == (
             e["count"], e["first_seen"], e["last_seen"], e["trace_id"], e["span_id"], e["message"])
         assert g["stack"] == e["stack"] and g["stack_frames_omitted"] == 0
+        assert_located(g)
 
 
 def test_recent_errors_is_bounded_and_delimits_app_text(client):
