@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import sqlite3
-import tempfile
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -320,7 +319,7 @@ class StoreWriter:
     # ---------------------------------------------------------------------------------------- exit
     def finish(self) -> None:
         """At exit, after the last window: what the store could not take goes to a side store
-        (beside the store, else in the temporary directory); what no file takes is counted as lost.
+        beside it; what that cannot take either is counted as lost.
         One line says where it went or what was lost. Runs once."""
         held = self._lock.acquire(timeout=2 * BUSY_TIMEOUT_S)
         try:
@@ -355,25 +354,21 @@ class StoreWriter:
                 self._lock.release()
 
     def _save_aside(self, windows: list[Window]) -> tuple[str | None, str]:
+        """Write ``windows`` to a new side store beside the store (only there: every read of the
+        store names the side stores beside it). The side store, or None and why not."""
         self._close()
-        failure = ""
-        for directory in (os.path.dirname(os.path.abspath(self.path)), tempfile.gettempdir()):
-            try:
-                self.target = new_side_path(self.path, os.getpid(), directory)
-            except OSError as err:
-                failure = str(err)
-                continue
-            for window in windows:
-                err = self._attempt(self._insert_window, window)
-                if err is not None:
-                    failure = err.problem
-                    break
-            else:
-                self.side_stores.append(self.target)
+        try:
+            self.target = new_side_path(self.path, os.getpid())
+        except OSError as err:
+            return None, str(err)
+        for window in windows:
+            err = self._attempt(self._insert_window, window)
+            if err is not None:
                 self._close()
-                return self.target, ""
-            self._close()
-        return None, failure
+                return None, err.problem
+        self.side_stores.append(self.target)
+        self._close()
+        return self.target, ""
 
     def before_fork(self) -> None:
         """Let a write in progress finish and close the connection: a child must not inherit

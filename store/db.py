@@ -22,7 +22,7 @@ from funcsight.store.schema import APPLICATION_ID, EXPECTED_TABLES, MIGRATIONS, 
 BUSY_TIMEOUT_MS = 10_000
 
 
-MOVE_ASIDE = "move it aside; a new store will be created"
+MOVE_ASIDE = "move it aside (with its -wal and -shm files); a new store will be created"
 
 
 class StoreError(Exception):

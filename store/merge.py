@@ -32,6 +32,7 @@ class MergeResult:
     already: int = 0  # the target held them already
     requests: int = 0  # in the copied windows
     writer_alive: bool = False  # the process named in the side store's file name still runs
+    renamed_to: str | None = None  # where the side store went once merged (its writer had ended)
 
 
 def merge_store(source: str, target: str) -> MergeResult:
