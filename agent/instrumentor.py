@@ -116,6 +116,9 @@ def _start(**kwargs: Any) -> Running:
     if meter_provider is not None:
         bridge = MetricsBridge(meter_provider.get_meter(names.SCOPE, __version__), registry, version, meter_provider)
         consumers.append(bridge.consume)
+        if writer is not None:
+            dropped = bridge.dropped
+            writer.on_lost = lambda requests: dropped.add(requests, {"reason": "store_write_failed"})
         # Spans the exporters funcsight built could not deliver count as funcsight.dropped.
         DELIVERY_FAILURES.counter = bridge.dropped
         DELIVERY_FAILURES.report()

@@ -41,6 +41,7 @@ def install(running) -> None:
     def flush_at_exit() -> None:
         if _running is running:
             running.pipeline.shutdown()
+            _finish_store(running)
         # Built with shutdown_on_exit=False: their last export happens here, after the last window
         # reached them, and never holds the exit longer than providers.EXIT_BUDGET_S.
         finish_providers(running, shutdown=True)
@@ -115,7 +116,18 @@ def _exit_on_sigterm(signum, frame) -> None:
 
 def _flush_for_exit(running) -> None:
     running.pipeline.shutdown()
+    _finish_store(running)
     finish_providers(running, shutdown=True)
+
+
+def _finish_store(running) -> None:
+    """After the last window: what the store could not take goes to a side store, or is counted
+    and said lost (before the providers' last export, which carries that count)."""
+    if running.writer is not None:
+        try:
+            running.writer.finish()
+        except Exception:
+            _log.exception("funcsight: saving the store's waiting windows at exit failed")
 
 
 def _bounded(work, timeout_s: float) -> None:

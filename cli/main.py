@@ -112,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--requests", type=_positive_int, default=300, help="requests per version (default 300)")
     demo.add_argument("--concurrency", type=_positive_int, default=4, help="parallel clients (default 4)")
     demo.set_defaults(run=cmd_demo)
+    merge = commands.add_parser("merge", help="fold a side store (written while the store could not be used) into the store")
+    merge.add_argument("side", help="the side store, e.g. funcsight.db.side-1234-1.db (the app's warning names it)")
+    merge.add_argument("--db", default=None, help="the store to fold it into (default: $FUNCSIGHT_DB or ./funcsight.db; created if missing)")
+    merge.set_defaults(run=cmd_merge)
     add_mcp_command(commands)
     add_report_command(commands)
     add_lsp_command(commands)
@@ -135,8 +139,40 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+_opened: list = []  # the sources this command opened: side stores beside a store are named at the end
+
+
 def _source(args):
-    return open_source(args.source, db_path=args.db)
+    source = open_source(args.source, db_path=args.db)
+    _opened.append(source)
+    return source
+
+
+def _note_side_stores() -> None:
+    """After a command that read a store: one line naming the side stores beside it (an error
+    names them in its own line instead)."""
+    from funcsight.sources.store import side_stores_note
+
+    for source in _opened:
+        sides = getattr(source, "side_stores", None)
+        if sides:
+            print(f"funcsight: note: {_printable(side_stores_note(source.path, sides))}", file=sys.stderr)
+    _opened.clear()
+
+
+def cmd_merge(args) -> int:
+    from funcsight.sources.store import default_db_path, merge_side_store
+
+    target = args.db or default_db_path()
+    result = merge_side_store(args.side, target)
+    line = (f"merged {result.windows} windows ({result.requests} requests) from {args.side} into {target}"
+            + (f"; {result.already} were there already" if result.already else ""))
+    if result.writer_alive:
+        line += f"; the app that writes {args.side} still runs: merge again after it stops (merged windows are skipped)"
+    elif result.renamed_to:
+        line += f"; {args.side} renamed {result.renamed_to}"
+    print(_printable(line))
+    return 0
 
 
 def cmd_functions(args) -> int:
@@ -372,8 +408,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return EXIT_USAGE
         run: Callable = args.run
-        return run(args)
+        status = run(args)
+        _note_side_stores()
+        return status
     except (UsageError, SourceError, AnalysisError, ReportError, ConfigError) as err:
+        _opened.clear()
         print(f"funcsight: error: {_printable(str(err))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

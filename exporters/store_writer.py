@@ -5,25 +5,33 @@ One transaction per window: its process, function, error, sample and route rows,
 as function-span rows (the span ids the window gave them, which the OpenTelemetry function spans
 carry too). This module (and so ``sqlite3``) is imported only when the store is on.
 
-A store that cannot be written (missing directory, read-only, full disk, corrupt or foreign file)
-never stops the application: one warning line names the problem, windows wait in a bounded queue
-and are retried each interval; the oldest are dropped (and counted) only when the queue is full.
+A store that cannot be written never stops the application, and what it costs is said in one line:
+
+* conditions around the file (missing directory, read-only, full disk, locked): windows wait in a
+  bounded queue and are retried each interval; when the queue is full the oldest are dropped
+  (counted, said once); at exit what still waits goes to a side store (see store/side.py);
+* the file itself unusable (corrupt, foreign, newer, altered, a stray ``-wal`` beside it; found on
+  open or by a corruption error): it is never modified again, the writer moves to a side store;
+* the file deleted or replaced while the app runs (``os.stat`` of the path against the open file,
+  once per write): the writer says so and opens the file now at the path (a new store if none).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 from collections import deque
 from dataclasses import dataclass
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from funcsight import names
 from funcsight.processors.windows import Window, exception_name
-from funcsight.store.db import StoreError, open_for_writing
+from funcsight.store.db import StoreError, explain, open_for_writing
+from funcsight.store.side import new_side_path
 
 if TYPE_CHECKING:
     from funcsight.instrumentation.registry import FunctionRegistry
@@ -31,6 +39,7 @@ if TYPE_CHECKING:
 _log = logging.getLogger("funcsight")
 MAX_PENDING_WINDOWS = 360
 BUSY_TIMEOUT_S = 10.0
+MAX_SIDE_STORES = 3  # unusable side stores in a row: something else is wrong; wait and retry instead
 
 
 @dataclass(frozen=True)
@@ -44,18 +53,37 @@ class ProcessIdentity:
     started_at: float
 
 
+def window_requests(window: Window) -> int:
+    return sum(stats[0] for stats in window.routes.values())
+
+
 class StoreWriter:
     def __init__(self, path: str, registry: FunctionRegistry, process: ProcessIdentity):
-        self.path = path
+        self.path = path  # the store asked for (FUNCSIGHT_DB)
+        self.target = path  # the file written: the store, or a side store once the store proved unusable
         self.registry = registry
         self.process = process
-        self.dropped_windows = 0
         self.last_error: str | None = None
+        # What the store cost, as plain counters (status pages and tests read them):
+        self.windows_written = 0
+        self.dropped_windows = 0  # oldest windows dropped while the queue was full
+        self.dropped_requests = 0
+        self.side_stores: list[str] = []  # side stores written, in order (the last is self.target while running)
+        self.stores_recreated = 0  # times the file at the path was deleted or replaced under the writer
+        self.saved_windows_at_exit = 0  # windows the store could not take at exit, written to a side store
+        self.lost_windows = 0  # at exit: windows no file could take
+        self.lost_requests = 0
+        # Called with the number of requests in windows that are lost (funcsight.dropped{reason="store_write_failed"}).
+        self.on_lost: Callable[[int], None] | None = None
         self._pending: deque[Window] = deque()
         self._conn: sqlite3.Connection | None = None
+        self._file: tuple[int, int] | None = None  # (st_dev, st_ino) of the open file
+        self._size = 0  # its size when last seen: a file that shrank is checked again
         self._process_row: int | None = None
         self._function_rows: dict[int, int] = {}
         self._lock = threading.Lock()
+        self._finished = False
+        self._last_problem: str | None = None
 
     # ------------------------------------------------------------------------------------ windows
     def write_window(self, window: Window) -> bool:
@@ -63,17 +91,56 @@ class StoreWriter:
         with self._lock:
             if not window.is_empty():
                 if len(self._pending) >= MAX_PENDING_WINDOWS:
-                    self._pending.popleft()
-                    self.dropped_windows += 1
+                    self._drop(self._pending.popleft())
                 self._pending.append(window)
             return self._write_pending()
 
     def _write_pending(self) -> bool:
         while self._pending:
-            if not self._attempt(self._insert_window, self._pending[0]):
-                return False
-            self._pending.popleft()
+            err = self._attempt(self._insert_window, self._pending[0])
+            if err is None:
+                self._pending.popleft()
+                self.windows_written += 1
+                if self.last_error is not None:
+                    _log.warning("funcsight: store %s is writable again; queued windows written", self.target)
+                    self.last_error = None
+                continue
+            if err.unusable and len(self.side_stores) < MAX_SIDE_STORES and self._move_to_side_store(err):
+                continue
+            self._last_problem = err.problem
+            self._report(f"{err.problem}: {err.remedy}; funcsight keeps up to {MAX_PENDING_WINDOWS} windows in memory"
+                         " and writes them once it can")
+            return False
         return True
+
+    def _move_to_side_store(self, err: StoreError) -> bool:
+        """The file is unusable: leave it as it is and write to a new side store beside the store."""
+        try:
+            side = new_side_path(self.path, os.getpid())
+        except OSError:
+            return False
+        bad, self.target = self.target, side
+        self.side_stores.append(side)
+        self.last_error = None
+        _log.warning("funcsight: %s: funcsight leaves it untouched and writes to %s instead; %s, then "
+                     "`funcsight merge %s --db %s` folds the side store in", err.problem, side, err.remedy, side, self.path)
+        return True
+
+    def _drop(self, window: Window) -> None:
+        requests = window_requests(window)
+        self.dropped_windows += 1
+        self.dropped_requests += requests
+        if self.dropped_windows == 1:
+            _log.warning("funcsight: store %s could not be written for %d windows: from now on the oldest waiting window "
+                         "is dropped each interval (counted; the total is said at exit)", self.target, MAX_PENDING_WINDOWS)
+        self._lost(requests)
+
+    def _lost(self, requests: int) -> None:
+        if self.on_lost is not None:
+            try:
+                self.on_lost(requests)
+            except Exception:
+                pass
 
     def _insert_window(self, conn: sqlite3.Connection, window: Window) -> None:
         path_fids = {fid for _, path in window.paths for fid in path if fid >= 0}
@@ -167,7 +234,8 @@ class StoreWriter:
         return self._function_rows
 
     # ----------------------------------------------------------------------------------- plumbing
-    def _attempt(self, write, payload) -> bool:
+    def _attempt(self, write, payload) -> StoreError | None:
+        """Write ``payload`` in one transaction; the error that stopped it, or None."""
         try:
             conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
@@ -184,30 +252,52 @@ class StoreWriter:
                         pass
                 raise
         except StoreError as err:
-            self._report(str(err))
-            return False
-        except sqlite3.Error as err:
-            self._report(f"cannot write store {self.path} ({err}): funcsight keeps the data in memory and retries")
             self._close()
-            return False
-        if self.last_error is not None:
-            _log.warning("funcsight: store %s is writable again; queued windows written", self.path)
-            self.last_error = None
-        return True
+            return err
+        except sqlite3.Error as err:
+            self._close()
+            return explain(err, self.target)
+        return None
 
     def _connection(self) -> sqlite3.Connection:
+        if self._conn is not None and not self._same_file():
+            self._close()
         if self._conn is None:
-            conn = open_for_writing(self.path)
-            p = self.process
-            conn.execute(
-                "INSERT OR IGNORE INTO processes (service, version, version_source, instance_id, pid, host, started_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (p.service, p.version, p.version_source, p.instance_id, p.pid, p.host, p.started_at),
-            )
-            self._process_row = conn.execute("SELECT id FROM processes WHERE instance_id = ?", (p.instance_id,)).fetchone()[0]
+            conn = open_for_writing(self.target)
+            try:
+                stat = os.stat(self.target)
+                p = self.process
+                conn.execute(
+                    "INSERT OR IGNORE INTO processes (service, version, version_source, instance_id, pid, host, started_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (p.service, p.version, p.version_source, p.instance_id, p.pid, p.host, p.started_at),
+                )
+                self._process_row = conn.execute("SELECT id FROM processes WHERE instance_id = ?", (p.instance_id,)).fetchone()[0]
+            except BaseException:
+                conn.close()
+                raise
+            self._file, self._size = (stat.st_dev, stat.st_ino), stat.st_size
             self._function_rows = {}
             self._conn = conn
         return self._conn
+
+    def _same_file(self) -> bool:
+        """Whether the open connection still writes the file at the path: an operator may have
+        deleted or replaced it (a reset), and SQLite would go on writing the unlinked file."""
+        try:
+            stat = os.stat(self.target)
+        except OSError:
+            stat = None
+        if stat is None or (stat.st_dev, stat.st_ino) != self._file:
+            self.stores_recreated += 1
+            what = "deleted" if stat is None else "replaced by another file"
+            _log.warning("funcsight: store %s was %s while the app ran: funcsight now writes to the file at that path "
+                         "(a new store if none); windows written before stay with the old file", self.target, what)
+            return False
+        if stat.st_size < self._size:  # truncated under the writer: reopening checks it again
+            return False
+        self._size = stat.st_size
+        return True
 
     def _report(self, message: str) -> None:
         if message != self.last_error:
@@ -226,6 +316,60 @@ class StoreWriter:
         with self._lock:
             self._close()
 
+    # ---------------------------------------------------------------------------------------- exit
+    def finish(self) -> None:
+        """At exit, after the last window: what the store could not take goes to a side store
+        beside it; what that cannot take either is counted as lost.
+        One line says where it went or what was lost. Runs once."""
+        held = self._lock.acquire(timeout=2 * BUSY_TIMEOUT_S)
+        try:
+            if self._finished:
+                return
+            self._finished = True
+            waiting = list(self._pending)
+            self._pending.clear()
+            problem = self._last_problem or f"store {self.target} could not be written"
+            parts = []
+            if waiting:
+                requests = sum(window_requests(w) for w in waiting)
+                side, failure = self._save_aside(waiting)
+                if side is not None:
+                    self.saved_windows_at_exit += len(waiting)
+                    parts.append(f"{problem}: the last {len(waiting)} windows ({requests} requests) are in side store {side}; "
+                                 f"read it with `funcsight functions --db {side}`, fold it in with `funcsight merge {side} --db {self.path}`")
+                else:
+                    self.lost_windows += len(waiting)
+                    self.lost_requests += requests
+                    self._lost(requests)
+                    parts.append(f"{problem}, nor could a side store be written ({failure}): {len(waiting)} windows "
+                                 f"({requests} requests) are lost")
+            if self.dropped_windows:
+                parts.append(f"{self.dropped_windows} older windows ({self.dropped_requests} requests) were dropped while "
+                             f"{MAX_PENDING_WINDOWS} windows waited for the store")
+            if parts:
+                _log.warning("funcsight: %s", "; ".join(parts))
+            self._close()
+        finally:
+            if held:
+                self._lock.release()
+
+    def _save_aside(self, windows: list[Window]) -> tuple[str | None, str]:
+        """Write ``windows`` to a new side store beside the store (only there: every read of the
+        store names the side stores beside it). The side store, or None and why not."""
+        self._close()
+        try:
+            self.target = new_side_path(self.path, os.getpid())
+        except OSError as err:
+            return None, str(err)
+        for window in windows:
+            err = self._attempt(self._insert_window, window)
+            if err is not None:
+                self._close()
+                return None, err.problem
+        self.side_stores.append(self.target)
+        self._close()
+        return self.target, ""
+
     def before_fork(self) -> None:
         """Let a write in progress finish and close the connection: a child must not inherit
         SQLite's in-process lock state (it would wait on it forever)."""
@@ -238,11 +382,16 @@ class StoreWriter:
             self._lock.release()
 
     def reset_after_fork(self, process: ProcessIdentity) -> None:
-        """The child must not use the parent's connection, nor write as the parent."""
+        """The child must not use the parent's connection, nor write as the parent; its counters
+        start from zero (it keeps writing where the parent did, a side store included)."""
         self._lock = threading.Lock()
         self._conn = None
         self._pending = deque()
         self.process = process
+        self.windows_written = self.dropped_windows = self.dropped_requests = self.stores_recreated = 0
+        self.saved_windows_at_exit = self.lost_windows = self.lost_requests = 0
+        self.side_stores = [self.target] if self.target != self.path else []
+        self._finished = False
 
 
 def store_path(path: tuple[int, ...], rows: dict[int, int]) -> str:

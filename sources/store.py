@@ -10,6 +10,7 @@ one-line :class:`~funcsight.sources.base.SourceError`.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from contextlib import contextmanager
 
@@ -24,6 +25,8 @@ from funcsight.sources.base import (
     VersionInfo,
 )
 from funcsight.store.db import StoreError, open_for_reading
+from funcsight.store.merge import MergeResult, merge_store
+from funcsight.store.side import side_stores, writer_pid
 
 
 def default_db_path() -> str:
@@ -35,15 +38,44 @@ def default_db_path() -> str:
 
 
 def open_store(path: str) -> sqlite3.Connection:
-    """The store at ``path`` opened read-only (rows as :class:`sqlite3.Row`)."""
+    """The store at ``path`` opened read-only (rows as :class:`sqlite3.Row`). When it cannot be
+    read, the error names the side stores beside it too (what apps wrote meanwhile)."""
     try:
         return open_for_reading(path)
     except StoreError as err:
+        sides = side_stores(path)
+        if sides:
+            raise SourceError(f"{err}; {side_stores_note(path, sides)}") from None
         raise SourceError(str(err)) from None
 
 
+def side_stores_note(path: str, sides: list[str]) -> str:
+    """One clause naming the side stores beside the store at ``path`` and how to fold them in."""
+    shown = ", ".join(sides[:3]) + (f" and {len(sides) - 3} more" if len(sides) > 3 else "")
+    many = len(sides) > 1
+    return (f"{len(sides)} side store{'s' if many else ''} beside {path} hold{'' if many else 's'} windows apps could not "
+            f"write to it ({shown}): `funcsight merge SIDE --db {path}` folds one in, `--db SIDE` reads it")
+
+
+def merge_side_store(side: str, path: str) -> MergeResult:
+    """Fold the store ``side`` into the store at ``path`` (see :mod:`funcsight.store.merge`); a
+    side store whose writer has ended is then renamed ``SIDE.merged``, so it is not named again."""
+    try:
+        result = merge_store(side, path)
+    except StoreError as err:
+        raise SourceError(str(err)) from None
+    if not result.writer_alive and writer_pid(side) is not None:
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(side + suffix):
+                os.replace(side + suffix, side + ".merged" + suffix)
+        result.renamed_to = side + ".merged"
+    return result
+
+
 def _damaged(path: str, err: Exception) -> SourceError:
-    return SourceError(f"store {path} could not be read ({err}): it may be corrupt; move it aside")
+    sides = side_stores(path)
+    note = f"; {side_stores_note(path, sides)}" if sides else ""
+    return SourceError(f"store {path} could not be read ({err}): it may be corrupt; move it aside (with its -wal and -shm files){note}")
 
 
 # The joins every reading repeats: a stats row, its function, its window and the window's process.
@@ -65,6 +97,7 @@ class StoreSource:
     def __init__(self, path: str):
         self.path = path
         self.conn = open_store(path)
+        self.side_stores = side_stores(path)  # written by apps while this file could not be used
 
     def close(self) -> None:
         self.conn.close()
@@ -483,4 +516,4 @@ def check_readable(path: str) -> None:
 
 
 __all__ = ["StoreSource", "VIEWS", "EXAMPLE", "MAX_SQL_CHARS", "MAX_VALUE_BYTES", "check_readable", "connect_for_queries",
-           "default_db_path", "describe_views", "open_store"]
+           "default_db_path", "describe_views", "merge_side_store", "open_store", "side_stores_note"]

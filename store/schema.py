@@ -139,3 +139,17 @@ MIGRATIONS: list[list[str]] = [
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _tables_after(count: int) -> frozenset[str]:
+    names = set()
+    for statements in MIGRATIONS[:count]:
+        for statement in statements:
+            words = statement.split()
+            if words[:2] == ["CREATE", "TABLE"]:
+                names.add(words[2])
+    return frozenset(names)
+
+
+# schema version -> the tables a store of that version holds (a writer checks them before writing)
+EXPECTED_TABLES = {version: _tables_after(version) for version in range(1, SCHEMA_VERSION + 1)}

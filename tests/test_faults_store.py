@@ -6,8 +6,10 @@ For each: the app keeps serving (every request 200, none slow), its log holds ex
 ``funcsight:`` line naming the problem and the path (no traceback), the CLI on that file says the
 same in one line and exits 2 (or reads it, when the file itself is fine: read-only, full disk),
 a file funcsight cannot use is never modified, and once the problem is fixed the way the warning
-says (made writable, directory created, space freed, the bad file moved aside) every window that
-waited in memory is written: the store then holds every request exactly.
+says (made writable, directory created, space freed) every window that waited in memory is
+written: the store then holds every request exactly. A file that is itself unusable (corrupt,
+foreign, newer) is left alone from the start: the app writes to a side store beside it, which
+`funcsight merge` folds into a new store once the bad file is moved aside.
 
 (``test_store_cli.py`` covers the same faults one level down, on the StoreWriter and the CLI.)
 """
@@ -37,6 +39,7 @@ class Case:
     """One way the store is wrong: how to make it, what the warning says, how to fix it."""
 
     fragments: tuple[str, ...] = ()
+    side_store = False  # the file itself is unusable: the app writes to a side store beside it
     cli_status = 2  # what `funcsight functions` on the path does while the fault lasts
     keeps_old_data = False  # the fixed store still holds what was there before (3 calls)
 
@@ -49,8 +52,10 @@ class Case:
         raise NotImplementedError
 
     def fix(self) -> None:
-        """The remedy the warning names: moving the bad file aside (a new store is created)."""
-        self.db.rename(self.db.with_suffix(".bad"))
+        """The remedy the warning names: moving the bad file aside with its -wal and -shm."""
+        for suffix in ("", "-wal", "-shm"):
+            if Path(f"{self.db}{suffix}").exists():
+                Path(f"{self.db}{suffix}").rename(f"{self.db.with_suffix('.bad')}{suffix}")
 
     def cleanup(self) -> None:
         pass
@@ -122,6 +127,7 @@ class DiskFull(Case):
 
 
 class Corrupt(Case):
+    side_store = True
     fragments = ("is corrupt or not an SQLite file", "move it aside")
 
     def make(self) -> None:
@@ -129,6 +135,7 @@ class Corrupt(Case):
 
 
 class Foreign(Case):
+    side_store = True
     fragments = ("SQLite file of another application",)
 
     def make(self) -> None:
@@ -139,6 +146,7 @@ class Foreign(Case):
 
 
 class NewerSchema(Case):
+    side_store = True
     fragments = ("has schema 99, newer than", "upgrade funcsight")
 
     def make(self) -> None:
@@ -190,6 +198,8 @@ def run_and_fix(start_app, case: Case, name: str) -> None:
     lines = problem_lines(log)
     assert len(lines) == 1, f"expected one funcsight warning, got {lines}"
     assert str(case.db.parent) in lines[0] and all(f in lines[0] for f in case.fragments), lines[0]
+    if case.side_store:
+        assert f"writes to {case.db}.side-" in lines[0] and "funcsight merge" in lines[0], lines[0]
     assert "Traceback" not in log, log[-3000:]
     print(f"\n{name}: {traffic.sent} requests served; the app said: {lines[0]}", flush=True)
 
@@ -216,10 +226,17 @@ def run_and_fix(start_app, case: Case, name: str) -> None:
     expected = work_calls(traffic.sent)
     if case.keeps_old_data:
         expected[(FUNCTION, ROUTE)] = 3
-    actual = calls_map(cli_json("functions", "--db", str(case.db)))
-    assert actual == expected, "store differs once fixed:\n" + diff_maps(expected, actual)
     log = app.log_path.read_text(errors="replace")
     assert len(problem_lines(log)) == 1 and "Traceback" not in log, funcsight_lines(log)
-    assert any("writable again" in line for line in funcsight_lines(log)), funcsight_lines(log)
+    if case.side_store:
+        # The bad file was never used: everything is in the side store; merged into a new store
+        # at the path, as the warning says.
+        side = next(case.db.parent.glob(f"{case.db.name}.side-*.db"))
+        merged = run_cli("merge", str(side), "--db", str(case.db))
+        assert merged.returncode == 0, (merged.stdout, merged.stderr)
+    else:
+        assert any("writable again" in line for line in funcsight_lines(log)), funcsight_lines(log)
+    actual = calls_map(cli_json("functions", "--db", str(case.db)))
+    assert actual == expected, "store differs once fixed:\n" + diff_maps(expected, actual)
     with sqlite3.connect(f"file:{case.db}?mode=ro", uri=True) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -272,12 +272,17 @@ def test_writer_never_clobbers_a_file_it_cannot_use(tmp_path, caplog, case):
     path = BAD_STORES[case][0](tmp_path)
     before = path.read_bytes()
     writer, fid = make_writer(path)
-    assert writer.write_window(make_window(fid, requests=2)) is False
-    assert writer.write_window(make_window(fid, requests=2)) is False
+    # The windows go to a side store beside it, named in the one warning line.
+    assert writer.write_window(make_window(fid, requests=2)) is True
+    assert writer.write_window(make_window(fid, requests=2)) is True
     writer.close()
     warnings = funcsight_warnings(caplog)
-    assert len(warnings) == 1 and str(path) in warnings[0], warnings
+    side = Path(f"{path}.side-{os.getpid()}-1.db")
+    assert writer.side_stores == [str(side)]
+    assert len(warnings) == 1 and str(path) in warnings[0] and f"writes to {side} instead" in warnings[0], warnings
+    assert f"funcsight merge {side} --db {path}" in warnings[0], warnings[0]
     assert path.read_bytes() == before, "the writer modified a file that is not a usable store"
+    assert stored_calls(side) == {(FUNCTION, ROUTE): (4, 0)}
 
 
 def test_an_error_records_trace_ids_belong_to_a_request_of_its_route(tmp_path):
