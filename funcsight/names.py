@@ -36,4 +36,8 @@ BACKGROUND_ROUTE = "(background)"  # calls that ran outside any request or task
 UNMATCHED_ROUTE = "(unmatched)"  # a request whose framework set no route (404s)
 OVERFLOW_ROUTE = "(overflow)"
 ROUTE_ENTRY = "(route)"  # the caller of a route's entry points, in call edges
+# Calls of code past FUNCSIGHT_MAX_FUNCTIONS, per route, under one pseudo function per way of running.
+OVERFLOW_FUNCTION = "(overflow)"
+OVERFLOW_GENERATORS = "(overflow generators)"
+OVERFLOW_COROUTINES = "(overflow coroutines)"
 OTHER_PATHS = "(other paths)"  # a call-tree node the path caps folded  # series beyond the cardinality cap
