@@ -65,8 +65,10 @@ class StoreWriter:
         with self._lock:
             if not window.is_empty():
                 if len(self._pending) >= MAX_PENDING_WINDOWS:
-                    self._pending.popleft()
+                    lost = self._pending.popleft()
                     self.dropped_windows += 1
+                    if self._pending:  # its own counters move on to the next oldest (already exported elsewhere)
+                        self._pending[0].counters.add(lost.counters)
                 self._pending.append(window)
             return self._write_pending()
 

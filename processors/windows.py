@@ -46,6 +46,10 @@ class Counters:
     def any(self) -> bool:
         return any(vars(self).values())
 
+    def add(self, other: Counters) -> None:
+        for name, value in vars(other).items():
+            setattr(self, name, getattr(self, name) + value)
+
 
 @dataclass
 class Window:
