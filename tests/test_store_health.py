@@ -234,3 +234,39 @@ def test_status_is_bounded_and_bad_input_is_one_line(tmp_path):
         result = run_cli("status", "--db", str(tmp_path / "missing.db"), *args)
         assert result.returncode == 2 and result.stdout == ""
         assert result.stderr.count("\n") == 1 and fragment in result.stderr, result.stderr
+
+
+# ------------------------------------------------------------------- counters, metrics, in process
+def test_counters_kept_outside_the_processor_ride_on_windows_and_are_exported():
+    """The pipeline's failures and the sensor's internal errors reach the next window (as deltas)
+    and the SDK's real metric reader as funcsight.internal_errors{component}."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from funcsight.exporters.metrics import MetricsBridge
+    from test_rollup import World
+
+    world = World()
+    reader = InMemoryMetricReader()
+    bridge = MetricsBridge(MeterProvider(metric_readers=[reader]).get_meter("funcsight"), world.registry, "1.0")
+    failures = iter([True, False, False])
+
+    def flaky(window):
+        if next(failures):
+            raise RuntimeError("an exporter failing once")
+
+    world.pipeline.consumers = [world.windows_seen.append, flaky, bridge.consume]
+    world.processor.counter_sources["consumer_failures"] = lambda: world.pipeline.consumer_failures
+    world.processor.counter_sources["dropped_windows"] = lambda: 7
+    assert world.window().counters.consumer_failures == 0 and world.pipeline.consumer_failures == 1
+    world.sensor.internal_errors += 2
+    second = world.window()
+    assert (second.counters.consumer_failures, second.counters.sensor_errors, second.counters.dropped_windows) == (1, 2, 0)
+    assert world.window().counters.consumer_failures == 0  # deltas: counted once
+    exported = {}
+    for metric in reader.get_metrics_data().resource_metrics[0].scope_metrics[0].metrics:
+        for point in metric.data.data_points:
+            exported[(metric.name, *point.attributes.values())] = point.value
+    assert exported[("funcsight.internal_errors", "exporter")] == 1
+    assert exported[("funcsight.internal_errors", "sensor")] == 2
+    assert exported[("funcsight.dropped", "store_window_dropped")] == 7  # the first window's delta from 0
