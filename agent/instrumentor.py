@@ -129,6 +129,11 @@ def _start(**kwargs: Any) -> Running:
 
     pipeline = ExportPipeline(config.export_interval_s, processor.drain, consumers,
                               has_traffic=lambda: windows.open_counts()["requests"] > 0)
+    # funcsight's own counters kept outside the processor ride on each window too (store and metrics).
+    processor.counter_sources["consumer_failures"] = lambda: pipeline.consumer_failures
+    processor.counter_sources["span_export_failures"] = lambda: DELIVERY_FAILURES.spans
+    if writer is not None:
+        processor.counter_sources["dropped_windows"] = lambda: writer.dropped_windows
     running = Running(
         config, registry, selector, sensor.sink, sensor, windows, processor, pipeline, writer,
         version, version_source, service, tracer_provider if own_tracer else None, meter_provider if own_meter else None,

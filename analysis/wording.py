@@ -101,3 +101,40 @@ def local_time(epoch_s: float) -> str:
 
 def utc_time(epoch_s: float | None) -> str | None:
     return None if epoch_s is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch_s))
+
+
+# What each of funcsight's own counters means for the data, and what to do about it.
+DROP_HINTS = {
+    "series_cap": "function x route series past FUNCSIGHT_MAX_SERIES, counted under route (overflow)",
+    "route_cap": "requests past FUNCSIGHT_MAX_ROUTES, counted under route (overflow)",
+    "function_cap": "code past FUNCSIGHT_MAX_FUNCTIONS, its calls counted under function (overflow)",
+    "path_cap": "call-tree nodes past FUNCSIGHT_MAX_PATHS, folded into (other paths)",
+    "path_node_cap": "call edges past the process's call-tree node cap, folded into (other paths)",
+    "span_queue_full": "requests whose function spans were dropped (queue full)",
+    "store_window_dropped": "windows lost: the store could not be written for too long (see the app's warning line)",
+    "span_export_failed": "spans the trace backend did not take",
+    "sensor": "failures inside the sensor (calls may be missing)",
+    "processor": "spans the rollup processor could not read (their requests are missing)",
+    "exporter": "windows an exporter failed on (see the app's log)",
+}
+
+
+def health_lines(health, quote: Quote = _as_is) -> list[str]:
+    """The verdict on a store's completeness (:class:`funcsight.sources.store_health.StoreHealth`),
+    a few lines: what was written, what was dropped or failed and what it means."""
+    span = f", {local_time(health.first_window)} .. {local_time(health.last_write)}" if health.last_write else ""
+    lines = [f"store {quote(health.path)} (schema {health.schema}): {health.windows} windows from "
+             f"{health.processes_total} processes{span}"]
+    if health.complete:
+        lines.append("complete: nothing dropped, folded or failed")
+    else:
+        for title, counts in (("dropped", health.dropped), ("internal errors", health.internal_errors)):
+            for label, count in sorted(counts.items(), key=lambda item: -item[1]):
+                lines.append(f"{title}: {label} {count} ({DROP_HINTS.get(label, label)})")
+    if health.overflow_calls or health.overflow_requests:
+        lines.append(f"overflow: {health.overflow_calls} calls under (overflow) functions, "
+                     f"{health.overflow_requests} requests under the (overflow) route")
+    if health.not_recorded:
+        lines.append(f"not recorded (store written by an older funcsight, schema {health.schema}): "
+                     + ", ".join(health.not_recorded))
+    return lines

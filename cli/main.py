@@ -107,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     errors.add_argument("--limit", type=_positive_int, default=20, help="exception groups in the table (default 20; JSON has all)")
     errors.set_defaults(run=cmd_errors)
 
+    status = commands.add_parser("status", help="is the data complete? windows written, last write, drops and failures per process")
+    status.add_argument("--db", default=None, help="store file (default: $FUNCSIGHT_DB or ./funcsight.db)")
+    status.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
+    status.add_argument("--limit", type=_positive_int, default=20,
+                        help="processes listed, the most recent writers first (default 20; JSON too)")
+    status.set_defaults(run=cmd_status)
+
     demo = commands.add_parser("demo", help="run the bundled sample app under the sensor, drive traffic, show the results")
     demo.add_argument("--db", help="store file to fill: a new file or an earlier demo's (default: a new ./funcsight-demo.db)")
     demo.add_argument("--requests", type=_positive_int, default=300, help="requests per version (default 300)")
@@ -371,6 +378,29 @@ def cmd_errors(args) -> int:
 
 
 _time = wording.local_time
+
+
+def cmd_status(args) -> int:
+    from funcsight.sources.store import StoreSource, default_db_path
+
+    source = StoreSource(args.db or default_db_path())
+    try:
+        health = source.health(args.limit)
+    finally:
+        source.close()
+    if args.format == "json":
+        print_json(health.as_dict())
+        return 0
+    for line in wording.health_lines(health):
+        print(line)
+    if health.processes:
+        print(render_table(("service", "version", "pid", "instance", "windows", "last write", "dropped", "internal errors"), [
+            (p.service, p.version, p.pid, p.instance_id, p.windows, _time(p.last_write) if p.last_write else "never",
+             p.dropped, p.internal_errors) for p in health.processes
+        ], max_width=40))
+    if health.processes_total > len(health.processes):
+        print(f"({health.processes_total - len(health.processes)} more processes; --limit shows them)")
+    return 0
 
 
 def cmd_demo(args) -> int:

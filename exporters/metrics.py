@@ -30,17 +30,10 @@ from funcsight.processors.windows import Window
 if TYPE_CHECKING:
     from funcsight.instrumentation.registry import FunctionRegistry
 
-# funcsight.dropped{reason=...}: what each of the window's own counters counts, when not zero.
-DROPPED_REASONS = (
-    ("overflow_series", "series_cap"),  # calls of a function x route past FUNCSIGHT_MAX_SERIES
-    ("overflow_routes", "route_cap"),  # requests past FUNCSIGHT_MAX_ROUTES
-    ("registry_dropped", "function_cap"),  # functions past FUNCSIGHT_MAX_FUNCTIONS: not sensed
-    ("dropped_span_batches", "span_queue_full"),  # requests whose function spans found the queue full
-    ("processor_failures", "processor_failure"),  # spans the rollup processor could not read
-    ("sensor_errors", "sensor_error"),  # failures inside the sensor (never raised to the app)
-    ("overflow_paths", "path_cap"),  # call-tree nodes past FUNCSIGHT_MAX_PATHS: folded into (other paths)
-    ("paths_dropped", "path_node_cap"),  # call edges past the process's node cap: folded likewise
-)
+# funcsight.dropped{reason=...}: the window's counters that count what was dropped (names.py says
+# what each counts). Undelivered spans are left out: the span exporters funcsight built add them
+# to the counter themselves, as they happen (agent/providers.py), the window only records them.
+DROPPED_REASONS = tuple((field, reason) for field, reason in names.DROPPED_REASONS if reason != "span_export_failed")
 
 
 class MetricsBridge:
@@ -62,6 +55,8 @@ class MetricsBridge:
         self.edge_duration = meter.create_counter(names.EDGE_DURATION, unit="s", description="Duration of a function's calls by a caller, summed")
         self.edge_self_time = meter.create_counter(names.EDGE_SELF_TIME, unit="s", description="Self time of a function's calls by a caller, summed")
         self.dropped = meter.create_counter(names.DROPPED, unit="{item}", description="What funcsight had to drop, by reason")
+        self.internal_errors = meter.create_counter(names.INTERNAL_ERRORS, unit="{error}",
+                                                    description="Failures inside funcsight (never raised to the app), by component")
 
     def consume(self, window: Window) -> None:
         functions = self.registry.functions
@@ -95,6 +90,10 @@ class MetricsBridge:
             count = getattr(counters, name)
             if count > 0:
                 self.dropped.add(count, {"reason": reason})
+        for name, component in names.INTERNAL_ERROR_COMPONENTS:
+            count = getattr(counters, name)
+            if count > 0:
+                self.internal_errors.add(count, {"component": component})
 
     def _name(self, fid: int | None) -> str:
         if fid is None:
@@ -126,7 +125,7 @@ class MetricsBridge:
     def _instruments(self) -> tuple:
         return (self.calls, self.errors, self.duration, self.self_time, self.buckets, self.requests,
                 self.route_errors, self.route_duration, self.route_buckets, self.edge_calls, self.edge_duration,
-                self.edge_self_time, self.dropped)
+                self.edge_self_time, self.dropped, self.internal_errors)
 
 
 def call_edges(paths: dict) -> dict[tuple, list]:

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("funcsight")
 MAX_PENDING_WINDOWS = 360
+# funcsight's own counters, one ``windows`` column each (store/schema.py), named as the window's fields.
+COUNTER_COLUMNS = tuple(field for field, _ in names.DROPPED_REASONS + names.INTERNAL_ERROR_COMPONENTS)
 BUSY_TIMEOUT_S = 10.0
 MAX_SIDE_STORES = 3  # unusable side stores in a row: something else is wrong; wait and retry instead
 
@@ -91,7 +93,10 @@ class StoreWriter:
         with self._lock:
             if not window.is_empty():
                 if len(self._pending) >= MAX_PENDING_WINDOWS:
-                    self._drop(self._pending.popleft())
+                    lost = self._pending.popleft()
+                    self._drop(lost)
+                    if self._pending:  # its own counters move on to the next oldest (already exported elsewhere)
+                        self._pending[0].counters.add(lost.counters)
                 self._pending.append(window)
             return self._write_pending()
 
@@ -148,11 +153,11 @@ class StoreWriter:
             {fid for fid, _ in window.functions} | {key[0] for key in window.errors} | {key[0] for key in window.samples}
             | path_fids
         )
+        counters = window.counters
         cursor = conn.execute(
-            "INSERT INTO windows (process_id, start, end, overflow_series, overflow_routes, overflow_paths)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (self._process_row, window.start, window.end, window.overflow_series, window.overflow_routes,
-             window.counters.overflow_paths),
+            f"INSERT INTO windows (process_id, start, end, {', '.join(COUNTER_COLUMNS)})"
+            f" VALUES (?, ?, ?{', ?' * len(COUNTER_COLUMNS)})",
+            (self._process_row, window.start, window.end, *(getattr(counters, column) for column in COUNTER_COLUMNS)),
         )
         window_id = cursor.lastrowid
         conn.executemany(

@@ -50,8 +50,9 @@ FUNCSIGHT_MAX_SERIES = "FUNCSIGHT_MAX_SERIES"
 calls are counted under the route ``(overflow)``."""
 
 FUNCSIGHT_MAX_FUNCTIONS = "FUNCSIGHT_MAX_FUNCTIONS"
-"""Cap on distinct sensed functions. Default 20000; functions beyond it are not sensed and counted
-as dropped."""
+"""Cap on distinct sensed functions. Default 20000; the calls of code beyond it are counted per route
+under the function ``(overflow)`` (``(overflow generators)``, ``(overflow coroutines)``), and the
+code objects in ``funcsight.dropped{reason=function_cap}``."""
 
 FUNCSIGHT_MAX_ROUTES = "FUNCSIGHT_MAX_ROUTES"
 """Cap on distinct routes. Default 500; beyond it requests count under ``(overflow)``."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dis
 import sys
 import threading
+import weakref
 from time import perf_counter_ns
 from types import CodeType
 
@@ -33,13 +34,15 @@ from funcsight.instrumentation.registry import (
     CO_COROUTINE,
     CO_GENERATOR,
     CO_ITERABLE_COROUTINE,
+    COROUTINE,
+    GENERATOR,
+    PLAIN,
     FunctionInfo,
     FunctionRegistry,
     function_info,
 )
 from funcsight.instrumentation.selection import MAIN_MODULE_NAMES, CodeSelector, main_module_name
 
-PLAIN, GENERATOR, COROUTINE = 0, 1, 2
 # Exits that are control flow, not errors: a generator's close, the end of an iteration (an
 # iterator's __next__ passing its source's StopIteration on).
 CONTROL_FLOW = (GeneratorExit, StopIteration, StopAsyncIteration)
@@ -101,9 +104,12 @@ class PythonSensor:
         self.kinds: list[int] = []  # by function id
         self._ids: dict[int, int] = {}  # id(code) -> function id, sensed code only
         self._codes: list[CodeType] = []  # keeps sensed code alive so its id() is never reused
+        # Code past FUNCSIGHT_MAX_FUNCTIONS (counted under an overflow function) is held weakly
+        # instead, forgotten when it dies: functions made at run time must not pile up here.
+        self._overflow_codes: dict[int, weakref.ref] = {}
         self._tls = threading.local()
         self._parked: dict[int, tuple] = {}  # id(frame) -> (entry, frame, table)
-        self._start_offsets: dict[int, int] = {}  # function id -> offset of its PY_START (RESUME)
+        self._start_offsets: dict[int, int] = {}  # id(code) -> offset of its PY_START (RESUME)
         self._deferred: list[tuple] = []  # exits met at the recursion limit, recorded at the next exit
         self._tool_id: int | None = None
         self.internal_errors = 0
@@ -130,14 +136,25 @@ class PythonSensor:
     def adopt(self, code: CodeType, module: str) -> int:
         fid = self.adopt_info(function_info(code, module), kind_of(code))
         if fid >= 0:
-            self._codes.append(code)
-            self._ids[id(code)] = fid
-            self._start_offsets[fid] = start_offset(code)
+            key = id(code)
+            if self.registry.is_overflow(fid):
+                self._overflow_codes[key] = weakref.ref(code, lambda _ref, key=key: self._forget(key))
+            else:
+                self._codes.append(code)
+            self._ids[key] = fid
+            self._start_offsets[key] = start_offset(code)
         return fid
 
+    def _forget(self, key: int) -> None:
+        """Overflow code died (before its id() can be reused): drop what was kept by its id."""
+        self._ids.pop(key, None)
+        self._start_offsets.pop(key, None)
+        self._overflow_codes.pop(key, None)
+
     def adopt_info(self, info: FunctionInfo, kind: int) -> int:
-        """Register a function (also used by the 3.11 import-time rewriter); -1 past the cap."""
-        fid = self.registry.register(info)
+        """Register a function (also used by the 3.11 import-time rewriter); past the cap, the id
+        of the overflow function for its kind (the registry counts it as dropped)."""
+        fid = self.registry.register(info, kind)
         if fid >= 0:
             self.paths.ensure(fid)
             while len(self.kinds) <= fid:
@@ -379,7 +396,7 @@ class PythonSensor:
             fid = ids_get(id(code))
             if fid is None:
                 return
-            if type(exc) is RecursionError and offset == start_offsets[fid]:
+            if type(exc) is RecursionError and offset == start_offsets.get(id(code)):
                 return  # the frame failed in its PY_START callback, at the limit: nothing was pushed
             if isinstance(exc, CONTROL_FLOW):
                 exc = None

@@ -29,6 +29,7 @@ from funcsight.analysis.compare import diff, explain
 from funcsight.analysis.errors import error_records, known_functions
 from funcsight.durations import EXAMPLES, parse_duration
 from funcsight.analysis.tree import call_tree, call_tree_diff
+from funcsight.mcp_server import health_models as hm
 from funcsight.mcp_server import models as m
 from funcsight.mcp_server import sql as sqlmod
 from funcsight.mcp_server import tree_models as tm
@@ -36,7 +37,7 @@ from funcsight.sources import Source, SourceError, open_source
 
 TOOL_NAMES = (
     "list_versions", "list_routes", "route_breakdown", "function_stats", "compare_versions",
-    "explain_route_change", "list_anomalies", "recent_errors", "call_tree", "locate_function", "query",
+    "explain_route_change", "list_anomalies", "recent_errors", "call_tree", "locate_function", "store_health", "query",
 )
 
 Version = Annotated[str, Field(description="a deployment version exactly as list_versions shows it, e.g. \"1.1\"")]
@@ -60,6 +61,7 @@ MaxDepth = Annotated[int, Field(ge=1, le=64, description="levels below the route
 MinShare = Annotated[float, Field(ge=0.0, le=1.0, description="leave out nodes under this share of the route's time, 0..1 (default 0.005)")]
 NodesLimit = Annotated[int, Field(ge=1, le=1000, description="at most this many nodes, the most time first (default 150)")]
 PathsLimit = Annotated[int, Field(ge=1, le=200, description="at most this many call paths (default 20)")]
+ProcessesLimit = Annotated[int, Field(ge=1, le=500, description="at most this many processes, the most recent writers first (default 20)")]
 FunctionName = Annotated[str, Field(description="module.qualname, e.g. \"shop.db.fetch_price\" (or an outbound span name)")]
 
 
@@ -412,6 +414,25 @@ class FuncsightTools:
             paths=[tm.Caller(route=r, version=v, path=list(p), calls=c) for r, v, p, c in kept],
             total_paths=len(paths), note=m.cut_note(len(paths), len(kept), "call paths", "raise limit to see them"),
         ))
+
+    def store_health(self, limit: ProcessesLimit = 20) -> Annotated[CallToolResult, hm.StoreHealthResult]:
+        """Is the recorded data complete? Windows written and, per process (service.instance.id and
+        pid), when it last wrote, and everything funcsight had to drop or could not do, summed by
+        reason: series_cap / route_cap (counted under route "(overflow)"), function_cap (code past
+        FUNCSIGHT_MAX_FUNCTIONS, its calls under function "(overflow)"), path_cap / path_node_cap
+        (call-tree nodes folded into "(other paths)"), span_queue_full, store_window_dropped,
+        span_export_failed; internal errors by component (sensor, processor, exporter).
+
+        Check it before trusting a total, or when figures look short: complete=false says which
+        figures are lower bounds and why."""
+        if self.source is not None:
+            raise ToolError(f"store_health reads the embedded store's own counters; this server reads {self.source}: "
+                            "query funcsight_dropped_total and funcsight_internal_errors_total there, or start "
+                            "`funcsight mcp --db PATH`")
+        with self._source() as source:
+            health = source.health(limit)
+        note = m.cut_note(health.processes_total, len(health.processes), "processes", "raise limit to see them")
+        return _reply(hm.StoreHealthResult.from_health(health, note))
 
     def query(self, sql: Sql) -> Annotated[CallToolResult, m.QueryResult]:
         if self.source is not None:

@@ -25,6 +25,7 @@ import random
 import threading
 import time
 from collections import deque
+from typing import Callable
 
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import SpanKind, StatusCode
@@ -153,8 +154,11 @@ class RollupSpanProcessor(SpanProcessor):
         self.implementation = "python"
         self._failures = 0  # spans left alone after an internal failure (the C twin counts its own)
         self._core = None
+        # Process totals of funcsight's own counters kept elsewhere (the store writer's dropped
+        # windows, the pipeline's failures...): Counters field name -> a function reading it.
+        self.counter_sources: dict[str, Callable[[], int]] = {}
         # Counters already handed on with a window: a window carries what was added since.
-        self._reported = Counters()
+        self._reported: dict[str, int] = {}
         # The sensor's clock (perf_counter_ns, or the C sensor's TSC mapped onto it) + offset = epoch ns.
         self._clock_offset_ns = time.time_ns() - time.perf_counter_ns()
         if implementation != "python" and _crollup is not None and SDK_FIELDS_READABLE:
@@ -171,7 +175,9 @@ class RollupSpanProcessor(SpanProcessor):
     @property
     def failures(self) -> int:
         """Spans left alone because reading or rolling them up failed (never raised to the app)."""
-        return self._core.failures if self._core is not None else self._failures
+        # The C twin counts its per-span failures; the Python side still counts the window's own
+        # (a failing sweep or counter source) when the C core runs the spans.
+        return (self._core.failures if self._core is not None else 0) + self._failures
 
     # ------------------------------------------------------------------- SpanProcessor interface
     def on_start(self, span, parent_context=None) -> None:
@@ -276,22 +282,25 @@ class RollupSpanProcessor(SpanProcessor):
             taken.append((root, [(fid, start, end, exc_type, new_id(64) or 1) for fid, start, end, exc_type in calls]))
         return taken
 
-    def _totals(self) -> Counters:
-        return Counters(
-            processor_failures=self.failures,
-            dropped_span_batches=self.dropped_span_batches,
-            sensor_errors=getattr(self.sensor, "internal_errors", 0),
-            registry_dropped=self.registry.dropped,
-            paths_dropped=self._paths.dropped if self._paths is not None else 0,
-        )
+    def _totals(self) -> dict[str, int]:
+        totals = {
+            "processor_failures": self.failures,
+            "dropped_span_batches": self.dropped_span_batches,
+            "sensor_errors": getattr(self.sensor, "internal_errors", 0),
+            "registry_dropped": self.registry.dropped,
+            "paths_dropped": self._paths.dropped if self._paths is not None else 0,
+        }
+        for name, read in self.counter_sources.items():
+            try:
+                totals[name] = int(read())
+            except Exception:  # a source that cannot be read is a failure of ours, not the app's
+                self._failures += 1
+        return totals
 
     def _count(self, counters: Counters) -> None:
         totals, reported = self._totals(), self._reported
-        counters.processor_failures = totals.processor_failures - reported.processor_failures
-        counters.dropped_span_batches = totals.dropped_span_batches - reported.dropped_span_batches
-        counters.sensor_errors = totals.sensor_errors - reported.sensor_errors
-        counters.registry_dropped = totals.registry_dropped - reported.registry_dropped
-        counters.paths_dropped = totals.paths_dropped - reported.paths_dropped
+        for name, total in totals.items():
+            setattr(counters, name, total - reported.get(name, 0))
         self._reported = totals
 
     def reset_after_fork(self) -> None:

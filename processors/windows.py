@@ -27,16 +27,28 @@ from funcsight.names import BACKGROUND_ROUTE, OVERFLOW_ROUTE
 
 @dataclass
 class Counters:
-    """funcsight's own telemetry for one window: what it had to drop or could not do (deltas)."""
+    """funcsight's own telemetry for one window: what it had to drop or could not do (deltas).
+    Field names are the store's ``windows`` columns; ``names.DROPPED_REASONS`` and
+    ``names.INTERNAL_ERROR_COMPONENTS`` say how each is exported."""
 
     overflow_series: int = 0  # function x route entries sent to the overflow route (series cap)
     overflow_routes: int = 0  # requests counted under the overflow route (route cap)
     processor_failures: int = 0  # spans the rollup processor left alone after an internal failure
     dropped_span_batches: int = 0  # requests whose function spans were dropped (queue full)
     sensor_errors: int = 0  # failures inside the sensor (never raised into the application)
-    registry_dropped: int = 0  # functions not sensed: FUNCSIGHT_MAX_FUNCTIONS reached
+    registry_dropped: int = 0  # code objects past FUNCSIGHT_MAX_FUNCTIONS: counted under (overflow)
     overflow_paths: int = 0  # path nodes folded into "(other paths)": FUNCSIGHT_MAX_PATHS reached
     paths_dropped: int = 0  # call edges folded into "(other paths)": the per-process node cap
+    dropped_windows: int = 0  # windows the store writer dropped (its queue full while the store failed)
+    span_export_failures: int = 0  # spans an exporter funcsight built could not deliver
+    consumer_failures: int = 0  # windows an exporter (store, metrics, spans) raised on
+
+    def any(self) -> bool:
+        return any(vars(self).values())
+
+    def add(self, other: Counters) -> None:
+        for name, value in vars(other).items():
+            setattr(self, name, getattr(self, name) + value)
 
 
 @dataclass
@@ -74,7 +86,9 @@ class Window:
         return self.counters.overflow_routes
 
     def is_empty(self) -> bool:
-        return not (self.functions or self.routes or self.errors or self.slow_calls)
+        """Nothing to write: no calls, no requests, and none of funcsight's own counters moved
+        (a window that only records drops or failures is still written: it says the data is short)."""
+        return not (self.functions or self.routes or self.errors or self.slow_calls or self.counters.any())
 
 
 @dataclass

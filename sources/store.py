@@ -1,7 +1,8 @@
 """The embedded store, read: :class:`StoreSource` (the analysis' questions answered with SQL), the
 documented views and the locked-down connection the MCP ``query`` tool runs agents' SQL on, and
-:func:`default_db_path`. Every SQL statement that reads the store lives here (the schema and the
-writer live in :mod:`funcsight.store`).
+:func:`default_db_path`. Every SQL statement that reads the store lives here, but for funcsight's
+own counters (:mod:`funcsight.sources.store_health`); the schema and the writer live in
+:mod:`funcsight.store`.
 
 Every failure (a missing, unreadable, damaged or foreign file, a value funcsight did not write) is a
 one-line :class:`~funcsight.sources.base.SourceError`.
@@ -101,6 +102,13 @@ class StoreSource:
 
     def close(self) -> None:
         self.conn.close()
+
+    def health(self, limit: int | None = None):
+        """Whether the data is complete: windows written, last write and funcsight's own counters
+        per process (:func:`funcsight.sources.store_health.store_health`)."""
+        from funcsight.sources.store_health import MAX_PROCESSES, store_health
+
+        return store_health(self.conn, self.path, MAX_PROCESSES if limit is None else limit)
 
     def _query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
         try:

@@ -21,6 +21,12 @@ Tables (also the documented views for SQL readers):
   and self time (ns). A function's ``function_stats`` equal the sum over its nodes.
 * ``path_errors`` (schema 2): per window, route, path and exception type: count.
 * ``windows.overflow_paths`` (schema 2): path nodes folded into "(other paths)" by the caps.
+* ``windows`` funcsight's own counters (schema 3), each the window's delta, named as in
+  ``funcsight.names.DROPPED_REASONS`` / ``INTERNAL_ERROR_COMPONENTS``: ``registry_dropped`` (code
+  past FUNCSIGHT_MAX_FUNCTIONS, its calls under ``(overflow)``), ``paths_dropped``,
+  ``dropped_span_batches``, ``dropped_windows`` (windows the writer could not keep: recorded in the
+  next window it writes), ``span_export_failures``, ``sensor_errors``, ``processor_failures``,
+  ``consumer_failures``.
 
 Migrations run once, in order, in one transaction each; a store of an older schema is upgraded
 when a writer opens it (readers read it as it is: an old store simply has no paths).
@@ -135,6 +141,11 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE windows ADD COLUMN overflow_paths INTEGER NOT NULL DEFAULT 0",
         "CREATE INDEX path_nodes_window ON path_nodes(window_id)",
         "CREATE INDEX path_errors_window ON path_errors(window_id)",
+    ],
+    [
+        f"ALTER TABLE windows ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
+        for column in ("registry_dropped", "paths_dropped", "dropped_span_batches", "dropped_windows",
+                       "span_export_failures", "sensor_errors", "processor_failures", "consumer_failures")
     ],
 ]
 

@@ -29,7 +29,7 @@ from mcp.client.stdio import stdio_client  # noqa: E402
 from mcp.client.streamable_http import streamable_http_client  # noqa: E402
 
 TOOLS = {"list_versions", "list_routes", "route_breakdown", "function_stats", "compare_versions",
-         "explain_route_change", "list_anomalies", "recent_errors", "call_tree", "locate_function", "query"}
+         "explain_route_change", "list_anomalies", "recent_errors", "call_tree", "locate_function", "store_health", "query"}
 CART, CHECKOUT = "/cart/<int:user>", "/checkout/<int:user>"
 TIME_LIMIT_S = 2.0  # funcsight.mcp_server.sql.TIME_LIMIT_MS
 CLI = [sys.executable, "-m", "funcsight.cli.main"]

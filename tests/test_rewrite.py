@@ -666,7 +666,9 @@ def test_uninstall_stops_rewriting_new_imports_but_rewritten_code_keeps_counting
     assert sum(finder is env.rewriter._finder for finder in sys.meta_path) == 1
 
 
-def test_functions_past_the_cap_run_as_written(small_env):
+def test_functions_past_the_cap_are_counted_under_overflow(small_env):
+    """Past FUNCSIGHT_MAX_FUNCTIONS a function is rewritten with the id of the (overflow) pseudo
+    function of its kind: its calls count there, and it runs as written."""
     m = small_env.load("m_cap", """
         def a():
             return 1
@@ -676,11 +678,15 @@ def test_functions_past_the_cap_run_as_written(small_env):
 
         def c():
             return a() + b()
+
+        def d():
+            yield c()
     """)
-    assert m.c() == 3
-    assert small_env.calls("m_cap.a") == 1 and small_env.calls("m_cap.b") == 1
-    assert small_env.registry.lookup("m_cap.c") is None and small_env.registry.dropped == 1
-    assert "__funcsight_enter__" not in m.c.__code__.co_names
+    assert m.c() == 3 and list(m.d()) == [3]
+    assert small_env.calls("m_cap.a") == 2 and small_env.calls("m_cap.b") == 2
+    assert small_env.registry.lookup("m_cap.c") is None and small_env.registry.dropped == 2
+    assert small_env.calls("(overflow)") == 2 and small_env.calls("(overflow generators)") == 1
+    assert small_env.stack() == []
 
 
 def test_funcsight_itself_and_modules_outside_the_app_are_left_alone(env):
