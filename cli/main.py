@@ -14,7 +14,7 @@ from typing import Callable
 
 from funcsight import __version__
 from funcsight.analysis import wording
-from funcsight.analysis.breakdown import AnalysisError, check_filters, function_rows, route_rows
+from funcsight.analysis.breakdown import AnalysisError, check_filters, function_rows, resolve_version, route_rows
 from funcsight.analysis.errors import app_frames, error_records, sensed_files
 from funcsight.cli.output import print_json, render_table
 from funcsight.config import ConfigError
@@ -136,7 +136,13 @@ def _duration(text: str) -> float:
 
 
 def _source(args):
-    return open_source(args.source, db_path=args.db)
+    """The source the flags name, with every version flag resolved to the version it records
+    (a short git revision names the one it begins)."""
+    source = open_source(args.source, db_path=args.db)
+    for flag in ("app_version", "baseline", "candidate"):
+        if getattr(args, flag, None) is not None:
+            setattr(args, flag, resolve_version(source, getattr(args, flag)))
+    return source
 
 
 def cmd_functions(args) -> int:
