@@ -48,7 +48,12 @@ def _env(**extra: str) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def store(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("mcp") / "funcsight.db"
-    done = subprocess.run([*CLI, "demo", "--db", str(path), "--requests", "200"], capture_output=True, text=True, timeout=300)
+    # 400 requests from one client: each release runs 2-3 s, so 4-7 windows per version, and no
+    # request waits for the GIL behind another one's. With 200 requests from 4 clients a release ran
+    # ~1 s (1-2 windows) and GIL waits of up to 5 ms swamped /cart's planted +1.1 ms: on a busy
+    # machine the route verdict missed it (p = 1.0 over 2+2 windows) and only 2 regressions showed.
+    done = subprocess.run([*CLI, "demo", "--db", str(path), "--requests", "400", "--concurrency", "1"],
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     return str(path)
 
@@ -273,9 +278,10 @@ def test_compare_versions_names_the_planted_regression_first(client, route, plan
 
 
 def test_compare_versions_is_bounded(client):
-    got = client.ok("compare_versions", {"baseline": "1.0", "candidate": "1.1", "limit": 2})
-    assert len(got["regressions"]) == 2 and got["total_regressions"] > 2
-    assert got["omitted"] >= got["total_regressions"] - 2 and "not shown" in got["note"]
+    # the two planted regressions are always there (see above); a third one is the machine's to give
+    got = client.ok("compare_versions", {"baseline": "1.0", "candidate": "1.1", "limit": 1})
+    assert len(got["regressions"]) == 1 and got["total_regressions"] >= 2
+    assert got["omitted"] >= got["total_regressions"] - 1 and "not shown" in got["note"]
 
 
 @pytest.mark.parametrize("route", [CART, CHECKOUT])
