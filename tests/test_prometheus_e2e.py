@@ -298,6 +298,13 @@ def test_routes_give_the_stores_requests_and_prometheus_percentiles(fleet):
         assert low <= by_prom[k]["p95_ms"] <= high, (k, row["p95_ms"], by_prom[k]["p95_ms"], (low, high))
 
 
+def test_tables_say_how_far_the_percentiles_can_be(fleet):
+    store = run_cli("routes", "--db", str(fleet.db)).stdout.splitlines()
+    prom = run_cli("routes", "--source", fleet.source).stdout.splitlines()
+    assert "half-octave" in store[-1] and "-33 %/+50 %" in store[-1], store[-1]
+    assert "octave buckets (x2 wide)" in prom[-1] and "-50 %/+100 %" in prom[-1], prom[-1]
+
+
 def exported_bucket_ms(value_ms: float) -> tuple[float, float]:
     """The exported ``le`` bucket ``(previous bound, bound]`` in ms around ``value_ms``."""
     bounds = [0.0] + [(1 << k) / 1e6 for k in LE_EXPONENTS]
