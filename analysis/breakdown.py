@@ -54,15 +54,52 @@ class RouteRow:
         return asdict(self)
 
 
+SHORT_REVISION_CHARS = 7  # git's default abbreviation (`git rev-parse --short`, `git log --oneline`)
+_CANDIDATES_SHOWN = 10
+
+
+def resolve_version(source: Source, version: str | None) -> str | None:
+    """``version`` as the store has it: itself when recorded; else the one recorded version it is a
+    git revision prefix of (7+ hex digits, e.g. from ``git log --oneline``, for the 12 recorded),
+    or that is a prefix of it (a full 40-digit revision). Anything else is returned as given, for
+    :func:`check_filters` to call unknown. A prefix of several versions raises, listing them."""
+    if version is None:
+        return None
+    known = [v.version for v in source.versions()]
+    given = version.strip().lower()
+    if version in known or len(given) < SHORT_REVISION_CHARS or not _is_hex(given):
+        return version
+    matches = [k for k in known if k.lower().startswith(given)
+               or (given.startswith(k.lower()) and len(k) >= SHORT_REVISION_CHARS and _is_hex(k))]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        shown = quoted_list(matches[:_CANDIDATES_SHOWN]) + (f" and {len(matches) - _CANDIDATES_SHOWN} more" if len(matches) > _CANDIDATES_SHOWN else "")
+        raise AnalysisError(f"version {version!r} is ambiguous: it matches {len(matches)} recorded versions ({shown}); "
+                            "give more characters")
+    return version
+
+
+def quoted_list(names) -> str:
+    """Names from the application (routes, versions, functions) for a message, each quoted like the
+    one the message is about (``repr``: raw newlines, separators and bidi controls come out escaped),
+    so none can pass for part of the message."""
+    return ", ".join(repr(name) for name in names)
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text.lower())
+
+
 def check_filters(source: Source, route: str | None, version: str | None) -> None:
     if version is not None:
         known = [v.version for v in source.versions()]
         if version not in known:
-            raise AnalysisError(f"unknown version {version!r}; known versions: {', '.join(known) or 'none yet'}")
+            raise AnalysisError(f"unknown version {version!r}; known versions: {quoted_list(known) or 'none yet'}")
     if route is not None:
         known = sorted(source.routes())
         if route not in known:
-            shown = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "")
+            shown = quoted_list(known[:20]) + (" ..." if len(known) > 20 else "")
             raise AnalysisError(f"unknown route {route!r}; known routes: {shown or 'none yet'}")
 
 

@@ -448,6 +448,8 @@ class Explanation:
 def explain(source: Source, route: str, baseline: str, candidate: str) -> Explanation:
     """Decompose the change of ``route``'s mean latency into per-function (and per outbound span)
     changes of self time per request; the remainder is time outside sensed code."""
+    if baseline == candidate:
+        raise AnalysisError("baseline and candidate are the same version; name two different versions")
     check_filters(source, route, baseline)
     check_filters(source, route, candidate)
     route_aggs = source.route_aggregates(route)

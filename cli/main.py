@@ -14,9 +14,9 @@ from typing import Callable
 
 from funcsight import __version__
 from funcsight.analysis import wording
-from funcsight.analysis.breakdown import AnalysisError, check_filters, function_rows, route_rows
+from funcsight.analysis.breakdown import AnalysisError, check_filters, function_rows, resolve_version, route_rows
 from funcsight.analysis.errors import app_frames, error_records, sensed_files
-from funcsight.cli.output import print_json, render_table
+from funcsight.cli.output import percentile_cell, percentile_note, print_json, render_table
 from funcsight.config import ConfigError
 from funcsight.durations import EXAMPLES, parse_duration
 from funcsight.lsp.cli import add_command as add_lsp_command
@@ -150,8 +150,13 @@ _opened: list = []  # the sources this command opened: side stores beside a stor
 
 
 def _source(args):
+    """The source the flags name, with every version flag resolved to the version it records
+    (a short git revision names the one it begins)."""
     source = open_source(args.source, db_path=args.db)
     _opened.append(source)
+    for flag in ("app_version", "baseline", "candidate"):
+        if getattr(args, flag, None) is not None:
+            setattr(args, flag, resolve_version(source, getattr(args, flag)))
     return source
 
 
@@ -192,11 +197,14 @@ def cmd_functions(args) -> int:
     shown = sorted(rows, key=lambda r: -r.self_ms)[: args.limit]
     print(render_table(headers, [
         (r.function if r.kind == "function" else f"[span] {r.function}", r.route, r.version, r.calls, r.calls_per_request,
-         _errors(r.errors, r.errors_by_type), r.p50_ms, r.p95_ms, r.p99_ms, r.self_ms_per_request, r.self_ms, r.total_ms)
+         _errors(r.errors, r.errors_by_type), *map(percentile_cell, (r.p50_ms, r.p95_ms, r.p99_ms)),
+         r.self_ms_per_request, r.self_ms, r.total_ms)
         for r in shown
     ]))
     if len(rows) > len(shown):
         print(f"({len(rows) - len(shown)} more rows; --limit or --format json shows them)")
+    if shown:
+        print(percentile_note(exported=args.source is not None))
     return 0
 
 
@@ -208,10 +216,12 @@ def cmd_routes(args) -> int:
         return 0
     headers = ("route", "version", "requests", "errors", "error %", "p50 ms", "p95 ms", "top functions by self time per request")
     print(render_table(headers, [
-        (r.route, r.version, r.requests, r.errors, round(100 * r.error_rate, 2), r.p50_ms, r.p95_ms,
+        (r.route, r.version, r.requests, r.errors, round(100 * r.error_rate, 2), percentile_cell(r.p50_ms), percentile_cell(r.p95_ms),
          "; ".join(f"{f['function'].rsplit('.', 1)[-1]} {f['self_ms_per_request'] or 0:.3f}" for f in r.top_functions))
         for r in rows
     ], max_width=90))
+    if rows:
+        print(percentile_note(exported=args.source is not None))
     return 0
 
 

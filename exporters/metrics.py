@@ -12,7 +12,7 @@ unless one function is reached by two paths through callers of the same name.
 The duration distribution travels as a counter per bucket with an ``le`` attribute (cumulative over
 ``le``, Prometheus' histogram layout), because the metrics API has no way to record pre-aggregated
 histograms: ``histogram_quantile`` works on it as on any Prometheus histogram. Bucket bounds are
-powers of four nanoseconds (1.024 us ... 17.2 s), which the sensor's half-octave buckets nest into
+powers of two nanoseconds (1.024 us ... 17.2 s), which the sensor's half-octave buckets nest into
 exactly.
 """
 

@@ -8,9 +8,12 @@ it); the pure-Python sensor inlines the same two lines on its hot path. ``tests/
 checks the three agree.
 
 Exported, the distribution is a counter per bound ``le`` (cumulative over ``le``, Prometheus'
-histogram layout) at powers of four nanoseconds (1.024 us ... 17.2 s), which the half-octave buckets
-nest into exactly. Read back, calls of an exported bucket are spread evenly over it, as
-``histogram_quantile`` assumes, so the CLI shows the percentiles a dashboard shows.
+histogram layout) at powers of two nanoseconds (1.024 us ... 17.2 s: 25 bounds and ``+Inf``), which
+the half-octave buckets nest into exactly. Read back, calls of an exported bucket are spread evenly
+over it, as ``histogram_quantile`` assumes, so the CLI shows the percentiles a dashboard shows.
+Octaves, not the powers of four used before: a percentile read from Prometheus was up to 4x off
+(p95 15.1 ms for the store's 7.3 ms, same run); an octave halves that, for 12 more series per
+function x route (26 bucket series; half-octaves would be 50).
 
 Standard library only: the sensor, the exporters and the sources all import it.
 """
@@ -64,7 +67,7 @@ def quantile_ns(hist: dict[int, int], q: float) -> float:
 
 
 # ----------------------------------------------------------------- exported ``le`` bounds
-LE_EXPONENTS = tuple(range(10, 35, 2))  # bucket upper bounds 2**k ns
+LE_EXPONENTS = tuple(range(10, 35))  # bucket upper bounds 2**k ns
 LE_LABELS = tuple(repr((1 << k) / 1e9) for k in LE_EXPONENTS) + ("+Inf",)
 
 

@@ -83,8 +83,10 @@ def record_model(name: str, record: type, *, skip: tuple[str, ...] = (), rename:
 
 
 def q(text: Any) -> str:
-    """Application text, delimited: as a JSON string literal."""
-    return json.dumps(text, ensure_ascii=False)
+    """Application text, delimited: as a JSON string literal, in which JSON's own escapes cover the
+    control characters and the rest that is not printable (line and paragraph separators, bidi
+    controls, which JSON leaves raw) is written as a ``\\uXXXX`` escape too."""
+    return "".join(c if c.isprintable() else json.dumps(c)[1:-1] for c in json.dumps(text, ensure_ascii=False))
 
 
 utc = wording.utc_time

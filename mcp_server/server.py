@@ -10,6 +10,7 @@ from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 from mcp_types import ToolAnnotations
+from pydantic import ConfigDict
 
 from funcsight import __version__
 from funcsight.mcp_server.tools import TOOL_NAMES, FuncsightTools
@@ -61,4 +62,18 @@ def build_server(db_path: str, bearer_token: str | None = None, log_level: str =
     for name in TOOL_NAMES:
         method = getattr(tools, name)
         server.add_tool(method, name=name, description=inspect.cleandoc(method.__doc__ or ""), annotations=READ_ONLY)
+        _refuse_unknown_arguments(server, name)
     return server
+
+
+def _refuse_unknown_arguments(server: MCPServer, name: str) -> None:
+    """A misspelt argument (``versoin``) is refused with its name, not silently dropped (the SDK's
+    argument model ignores extras; its schema allows them): the schema says
+    ``additionalProperties: false`` and the argument model forbids extras. The SDK has no public
+    switch for this; the tool object is reached through its tool manager."""
+    tool = server._tool_manager.get_tool(name)
+    model = tool.fn_metadata.arg_model
+    tool.fn_metadata.arg_model = type(model.__name__, (model,), {
+        "__module__": model.__module__, "model_config": ConfigDict(arbitrary_types_allowed=True, extra="forbid"),
+    })
+    tool.parameters["additionalProperties"] = False

@@ -59,7 +59,7 @@ def run_query(db_path: str, sql: str, row_cap: int = ROW_CAP, time_limit_ms: int
     if keyword not in ("SELECT", "WITH"):
         raise QueryRefused(f"only a single read-only SELECT or WITH statement is allowed, not {keyword or 'this'}: "
                            "the store is read-only for agents")
-    conn = connect_for_queries(db_path)
+    conn = connect_for_queries(db_path, sql)
     started = time.monotonic()
     deadline = started + time_limit_ms / 1000
     conn.set_progress_handler(lambda: time.monotonic() > deadline, 1000)

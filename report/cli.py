@@ -38,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from funcsight.analysis.breakdown import resolve_version
     from funcsight.report import write_report
     from funcsight.sources import open_source
     from funcsight.sources.store import default_db_path
@@ -45,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     db_path = args.db or default_db_path()
     source = open_source(args.source, db_path=db_path)
     try:
-        data = write_report(source, args.html, args.baseline, args.candidate, label=args.source or os.path.abspath(db_path))
+        baseline, candidate = (resolve_version(source, given) for given in (args.baseline, args.candidate))
+        data = write_report(source, args.html, baseline, candidate, label=args.source or os.path.abspath(db_path))
     finally:
         source.close()
     compared = f"{data.baseline} -> {data.candidate}" if data.baseline else f"version {data.candidate}"

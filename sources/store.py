@@ -495,13 +495,39 @@ def _authorize(action: int, _arg1: str | None, arg2: str | None, _db: str | None
     return sqlite3.SQLITE_DENY
 
 
-def connect_for_queries(path: str) -> sqlite3.Connection:
+_TABLE_FUNCTIONS = ("json_each", "json_tree")
+# Other table-valued functions a SQLite build may have: pragma_* must stay denied (see _authorize);
+# the rest expose pages or internals, not the store's rows.
+_OTHER_TABLE_FUNCTIONS = ("pragma_", "dbstat", "sqlite_dbpage", "sqlite_stmt", "fts3tokenize", "fts5vocab", "carray", "completion")
+
+
+def authorizer_for(sql: str):
+    """The authorizer for one statement: :func:`_authorize`, and, when the statement names
+    ``json_each`` / ``json_tree`` and no other table-valued function, the step every table-valued
+    function's constructor takes (SQLite reports declaring its columns as updates of
+    ``sqlite_master``'s columns, with nothing saying which function it is: so the statement's text tells
+    them apart; a text that merely mentions ``pragma_`` is refused, never the reverse). The
+    connection stays read-only and ``query_only`` whatever the authorizer allows."""
+    text = sql.lower()
+    if not any(name in text for name in _TABLE_FUNCTIONS) or any(name in text for name in _OTHER_TABLE_FUNCTIONS):
+        return _authorize
+
+    def authorize(action: int, arg1: str | None, arg2: str | None, db: str | None, trigger: str | None) -> int:
+        if action == sqlite3.SQLITE_UPDATE and arg1 == "sqlite_master" and trigger is None:
+            return sqlite3.SQLITE_OK
+        return _authorize(action, arg1, arg2, db, trigger)
+
+    return authorize
+
+
+def connect_for_queries(path: str, statement: str = "") -> sqlite3.Connection:
     """A connection for SQL from outside funcsight: the store opened read-only (``mode=ro``), the
     TEMP :data:`VIEWS` added, then locked down: ``PRAGMA query_only=ON``; an authorizer that allows
     reading (SELECT, reading columns, recursive CTEs, functions except ``load_extension`` and
     friends) and denies everything else (writes, CREATE/DROP/ALTER, ATTACH/DETACH, which
     ``query_only`` alone does not stop, transactions, every PRAGMA); SQLite limits on value and SQL
-    text length and no attached databases. Rows are plain tuples."""
+    text length and no attached databases. Rows are plain tuples. With ``statement``, the
+    authorizer is the one for it (:func:`authorizer_for`: ``json_each`` / ``json_tree`` work)."""
     conn = open_store(path)
     conn.row_factory = None
     try:
@@ -514,7 +540,7 @@ def connect_for_queries(path: str) -> sqlite3.Connection:
     conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
     conn.setlimit(sqlite3.SQLITE_LIMIT_SQL_LENGTH, MAX_SQL_CHARS)
     conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
-    conn.set_authorizer(_authorize)
+    conn.set_authorizer(authorizer_for(statement))
     return conn
 
 

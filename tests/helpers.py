@@ -510,3 +510,31 @@ def assert_functions_are_sums_of_nodes(db) -> None:
             per_function[path[-1]] = per_function.get(path[-1], 0) + node["calls_per_request"] * requests
         expected = {f: n for (f, r), n in functions.items() if r == route}
         assert {f: round(n) for f, n in per_function.items()} == expected, route
+
+
+def write_versions_store(path: Path | str, versions: list[str], routes: tuple[str, ...] = ("/index",),
+                         function: str = "shop.views.index") -> None:
+    """A store holding one real window per version (the window aggregator folds real call tables,
+    the store writer writes them), each version as if detected from git: for questions about
+    versions and names, where no figure depends on an app's timing."""
+    import uuid
+
+    from funcsight.exporters.store_writer import ProcessIdentity, StoreWriter
+    from funcsight.instrumentation.calls import CallTable
+    from funcsight.instrumentation.registry import FunctionInfo, FunctionRegistry
+    from funcsight.processors.windows import WindowAggregator
+
+    for version in versions:
+        registry = FunctionRegistry()
+        fid = registry.register(FunctionInfo(function, "function", "/srv/shop/views.py", 12, "0123456789abcdef"))
+        identity = ProcessIdentity("shop", version, "git", str(uuid.uuid4()), os.getpid(), socket.gethostname(), time.time())
+        writer = StoreWriter(str(path), registry, identity)
+        try:
+            windows = WindowAggregator()
+            for route in routes:
+                table = CallTable()
+                table.add_call(fid, 2_000_000, 1_500_000, ValueError if "fail" in route else None)
+                windows.add_request(route, table, 3_000_000, False)
+            assert writer.write_window(windows.drain()) is True
+        finally:
+            writer.close()

@@ -48,7 +48,12 @@ def _env(**extra: str) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def store(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("mcp") / "funcsight.db"
-    done = subprocess.run([*CLI, "demo", "--db", str(path), "--requests", "200"], capture_output=True, text=True, timeout=300)
+    # 400 requests from one client: each release runs 2-3 s, so 4-7 windows per version, and no
+    # request waits for the GIL behind another one's. With 200 requests from 4 clients a release ran
+    # ~1 s (1-2 windows) and GIL waits of up to 5 ms swamped /cart's planted +1.1 ms: on a busy
+    # machine the route verdict missed it (p = 1.0 over 2+2 windows) and only 2 regressions showed.
+    done = subprocess.run([*CLI, "demo", "--db", str(path), "--requests", "400", "--concurrency", "1"],
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     return str(path)
 
@@ -290,9 +295,10 @@ def test_compare_versions_names_the_planted_regression_first(client, route, plan
 
 
 def test_compare_versions_is_bounded(client):
-    got = client.ok("compare_versions", {"baseline": "1.0", "candidate": "1.1", "limit": 2})
-    assert len(got["regressions"]) == 2 and got["total_regressions"] > 2
-    assert got["omitted"] >= got["total_regressions"] - 2 and "not shown" in got["note"]
+    # the two planted regressions are always there (see above); a third one is the machine's to give
+    got = client.ok("compare_versions", {"baseline": "1.0", "candidate": "1.1", "limit": 1})
+    assert len(got["regressions"]) == 1 and got["total_regressions"] >= 2
+    assert got["omitted"] >= got["total_regressions"] - 1 and "not shown" in got["note"]
 
 
 @pytest.mark.parametrize("route", [CART, CHECKOUT])
@@ -456,16 +462,18 @@ def test_query_stops_a_runaway_query_and_keeps_serving(client):
 
 @pytest.mark.parametrize("tool,arguments,expect", [
     ("route_breakdown", {"route": "/nope", "version": "1.1"}, "unknown route '/nope'; known routes: "),
-    ("route_breakdown", {"route": CART, "version": "9.9"}, "unknown version '9.9'; known versions: 1.0, 1.1"),
+    ("route_breakdown", {"route": CART, "version": "9.9"}, "unknown version '9.9'; known versions: '1.0', '1.1'"),
     ("route_breakdown", {"route": 123, "version": "1.1"}, "route"),
     ("route_breakdown", {"route": CART}, "version"),
     ("route_breakdown", {"route": CART, "version": "1.1", "limit": 0}, "limit"),
     ("route_breakdown", {"route": CART, "version": "1.1", "limit": "many"}, "limit"),
     ("compare_versions", {"baseline": "1.0", "candidate": "2.0"}, "unknown version '2.0'"),
     ("compare_versions", {"baseline": "1.1", "candidate": "1.1"}, "same version"),
+    ("explain_route_change", {"route": CART, "baseline": "1.1", "candidate": "1.1"}, "same version"),
+    ("list_versions", {"limt": 5}, "limt"),
     ("compare_versions", {"baseline": ["1.0"], "candidate": "1.1"}, "baseline"),
     ("explain_route_change", {"route": "/nope", "baseline": "1.0", "candidate": "1.1"}, "unknown route"),
-    ("function_stats", {"function": "fetch_price"}, "did you mean: shop.db.fetch_price"),
+    ("function_stats", {"function": "fetch_price"}, "did you mean: 'shop.db.fetch_price'"),
     ("function_stats", {"function": "shop.db.audit", "version": "1.0"}, "was not called in version '1.0'"),
     ("list_routes", {"version": 1.1}, "version"),
     ("list_anomalies", {"since": "soon"}, "is not a duration"),

@@ -1,6 +1,6 @@
 """The first hour of a new user (issue 16): a single-file app on 3.11, what is sensed and said at
 start, FUNCSIGHT_INCLUDE patterns, versions of uncommitted code, the demo's store, data soon after
-the first request, and an editable install's checkout. Real processes under the real launcher where
+the first request, an editable install's checkout, and the README's settings under opentelemetry-distro. Real processes under the real launcher where
 the behaviour is about processes."""
 
 from __future__ import annotations
@@ -200,6 +200,74 @@ def test_editable_checkout_does_not_hide_apps_inside_it():
 
     assert not selector.file_is_app(selection.__file__)
     assert not selector.file_is_app(str(Path(selection.__file__).parent.parent / "funcsight" / "config.py"))
+
+
+# ------------------------------------------------------ item 6: the README's settings with the distro
+def readme_store_alone_settings() -> dict[str, str]:
+    """The variables the README tells a user with ``opentelemetry-distro`` to set for the store alone,
+    read from the README itself so the advice and this test cannot drift apart."""
+    text = " ".join((CHECKOUT / "README.md").read_text().split())
+    after = text.split("for the store alone set", 1)[1]
+    assignments = after.split("`", 2)[1].split()
+    return dict(item.split("=", 1) for item in assignments)
+
+
+@pytest.fixture(scope="module")
+def distro_site(tmp_path_factory) -> Path:
+    """``opentelemetry-distro`` (the release matching the installed instrumentation) in a folder put
+    on the app's PYTHONPATH only: the rest of the suite keeps running without a distro. The OTLP
+    exporter packages are hidden there (a dist-info of the same name with no entry points comes first
+    on the path, and importlib.metadata takes the first distribution of a name): this is the install
+    of a user who ran ``pip install funcsight opentelemetry-distro`` and nothing else."""
+    import importlib.metadata as metadata
+
+    site = tmp_path_factory.mktemp("distro-site")
+    version = metadata.version("opentelemetry-instrumentation")
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site),
+                           f"opentelemetry-distro=={version}"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"pip could not install opentelemetry-distro=={version}:\n{done.stderr[-2000:]}"
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"] or ""
+        if name.lower().replace("_", "-").startswith("opentelemetry-exporter-otlp"):
+            shadow = site / f"{name.replace('-', '_')}-{dist.version}.dist-info"
+            shadow.mkdir(exist_ok=True)
+            (shadow / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {dist.version}\n")
+    return site
+
+
+def test_readme_settings_fill_the_store_under_opentelemetry_distro(tmp_path, distro_site):
+    """With the distro installed and exactly the README's settings, the app's functions reach the
+    store. Control: the same run without ``OTEL_LOGS_EXPORTER=none`` shows the distro is the one in
+    effect (its configurator fails on the missing OTLP logs exporter) and that then nothing is sensed,
+    which is why the README names all three variables."""
+    settings = readme_store_alone_settings()
+    assert settings == {"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none",
+                        "OTEL_LOGS_EXPORTER": "none"}, settings
+    workdir = tmp_path / "app"
+    write_single_file_app(workdir)
+
+    def serve(db: Path, **env: str) -> tuple[str, list[dict]]:
+        port = free_port()
+        app = Served(workdir, [sys.executable, "serve.py", str(port)],
+                     clean_env(FUNCSIGHT_DB=str(db), FUNCSIGHT_EXPORT_INTERVAL="0.5", OTEL_SERVICE_NAME="distro",
+                               PYTHONPATH=str(distro_site), **env), port)
+        try:
+            for n in (1, 2, 3):
+                assert get(port, f"/total/{n}")[0] == 200
+        finally:
+            app.stop()
+        return app.log_path.read_text(), (functions_json(db) if db.exists() else [])
+
+    log, rows = serve(tmp_path / "store.db", **settings)
+    calls = {(r["function"], r["route"]): r["calls"] for r in rows}
+    assert "Failed to auto initialize" not in log and "funcsight: sensing" in log, log[-3000:]
+    assert calls.get(("serve.total", "/total/<int:n>")) == 3, (calls, log[-3000:])
+    assert calls.get(("serve.double", "/total/<int:n>")) == 6, calls
+
+    without_logs = {name: value for name, value in settings.items() if name != "OTEL_LOGS_EXPORTER"}
+    log, rows = serve(tmp_path / "control.db", **without_logs)
+    assert "Configuration of configurator failed" in log and "funcsight: sensing" not in log, log[-3000:]
+    assert rows == [], rows
 
 
 # --------------------------------------------------------------------------------- item 4: versions

@@ -328,3 +328,22 @@ def test_an_error_records_trace_ids_belong_to_a_request_of_its_route(tmp_path):
     finally:
         source.close()
     assert records == {"/a": (format(0xA1, "032x"), format(0xA3, "016x")), "/b": (format(0xB1, "032x"), format(0xB3, "016x"))}
+
+
+# ---------------------------------------------------------------------- percentiles as shown
+def test_percentiles_print_what_the_buckets_support_and_say_the_bound(tmp_path):
+    """The table shows each percentile of the JSON to 2 significant digits and one line saying how
+    far the true value can be (the JSON keeps the interpolated figure)."""
+    from funcsight.cli.output import percentile_cell
+
+    db = tmp_path / "funcsight.db"
+    write_store(db)
+    (row,) = cli_json("routes", "--db", str(db))
+    done = run_cli("routes", "--db", str(db))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    cells = lines[2].split()
+    assert cells[5:7] == [percentile_cell(row["p50_ms"]), percentile_cell(row["p95_ms"])], (lines[2], row)
+    assert lines[-1].startswith("percentiles: ") and "-33 %/+50 %" in lines[-1], lines
+    assert [percentile_cell(v) for v in (0.0, 0.000456, 0.459, 7.34, 9.96, 37.7, 1234.5)] == [
+        "0", "0.00046", "0.46", "7.3", "10", "38", "1,234"]

@@ -9,7 +9,7 @@ a whole fleet: ``--source prometheus+http://HOST:PORT``. Only the standard libra
 
 What the apps export (``OTEL_METRICS_EXPORTER=prometheus``, see the README's "Metrics"): cumulative
 counters per process, ``service_version`` on every series, durations as ``le``-labelled bucket
-counters at powers of four nanoseconds. How they are read back:
+counters at powers of two nanoseconds. How they are read back:
 
 * **Totals** (calls, errors, durations, requests, bucket counts) are taken per series as the last
   cumulative value, ``max_over_time(M[RANGE])``, then summed over processes (``job``/``instance``)
@@ -23,8 +23,8 @@ counters at powers of four nanoseconds. How they are read back:
 * **Percentiles**: the cumulative ``le`` counts become per-bucket counts, spread evenly over each
   bucket's interval into the sensor's half-octave buckets (the assumption ``histogram_quantile``
   makes, so the CLI shows the percentiles the dashboard shows); calls above the largest bound
-  (17.2 s) land in the half-octave bucket just above it. The exported buckets are 4x wide, so these
-  percentiles are coarser than the store's (within 25 %). Counts, calls per request, self and total
+  (17.2 s) land in the half-octave bucket just above it. The exported buckets are 2x wide, so these
+  percentiles are coarser than the store's half-octaves. Counts, calls per request, self and total
   time, and the version diff's call, error and rank (Mann-Whitney) tests are unaffected.
 * **What Prometheus never saw**: funcsight adds a window's counts to the counters at each export
   interval (``FUNCSIGHT_EXPORT_INTERVAL``), and Prometheus keeps what it scraped. The store gets
