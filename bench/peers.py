@@ -204,8 +204,8 @@ def child_instructions(label: str, n: int) -> dict:
         column = make_column(label)
     except Unavailable as why:
         return {"unavailable": str(why)}
-    k = max(100, int(n * column.calls_share))
-    micro.sample(run, mids, column, max(100, k // 2))  # warm-up
+    k = max(10, int(n * column.calls_share))  # N and 3N must differ for the slowest columns too
+    micro.sample(run, mids, column, max(10, k // 2))  # warm-up
     gc.collect()
     gc.disable()
     micro._callgrind("on")
@@ -280,7 +280,9 @@ def instruction_table(pythons: list[str], columns: list[str], n: int) -> dict:
                     notes[(python, label)] = out.get("unavailable", "no callgrind total")
                     break
                 counts.append((int(collected.group(1)), out["calls"]))
-            if len(counts) == 2:
+            if len(counts) == 2 and counts[1][1] == counts[0][1]:
+                notes[(python, label)] = f"N and 3N made the same number of calls ({counts[0][1]}): raise --calls"
+            elif len(counts) == 2:
                 (i1, c1), (i3, c3) = counts
                 results[(python, label)] = (i3 - i1) / (c3 - c1)
             print(f"  {python_version(python)} {label}: "
