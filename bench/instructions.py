@@ -39,15 +39,31 @@ import subprocess
 import sys
 import tempfile
 
-APPS = {"flask": "flaskbench", "fastapi": "fastapibench"}
+APPS = {"flask": "flaskbench", "fastapi": "fastapibench", "httpbin": "httpbinbench"}
 NO_MODULE = "funcsight_instructions_no_such_module"
+# Sensed beyond the app's directory: httpbin's code is in site-packages ("the app"); the framework
+# column adds the framework's own modules ("app + framework").
+APP_INCLUDE = {"httpbin": "+httpbin"}
+FRAMEWORK_INCLUDE = {"flask": "+flask,+werkzeug", "httpbin": "+flask,+werkzeug", "fastapi": "+fastapi,+starlette"}
 COLUMNS = [  # key, label, env
     ("off", "off", None),
     ("on0", "on, 0 fn", {"FUNCSIGHT_INCLUDE": NO_MODULE}),
     ("norollup", "on, no rollup", {"FUNCSIGHT_IMPLEMENTATION": "c", "BENCH_WITHOUT_ROLLUP": "1"}),
     ("c", "on (c)", {"FUNCSIGHT_IMPLEMENTATION": "c"}),
+    ("fw", "on (c) +fw", {"FUNCSIGHT_IMPLEMENTATION": "c", "BENCH_FRAMEWORK": "1"}),
     ("python", "on (python)", {"FUNCSIGHT_IMPLEMENTATION": "python"}),
 ]
+
+
+def include_for(app: str, env_extra: dict | None) -> dict:
+    """The column's environment with the app's FUNCSIGHT_INCLUDE (none for ``off`` and ``on, 0 fn``)."""
+    env = dict(env_extra or {})
+    if env_extra is None or "FUNCSIGHT_INCLUDE" in env:
+        return env
+    patterns = [p for p in (APP_INCLUDE.get(app), FRAMEWORK_INCLUDE[app] if env.pop("BENCH_FRAMEWORK", None) else None) if p]
+    if patterns:
+        env["FUNCSIGHT_INCLUDE"] = ",".join(patterns)
+    return env
 
 
 # ----------------------------------------------------------------------------- child (measured)
@@ -75,7 +91,8 @@ def child(app: str, funcsight: bool, warmup: int, requests: int) -> None:
             )
     import app as module  # the scratch copy, on sys.path[0]
 
-    drive = _asgi_driver(module.app) if app == "fastapi" else _wsgi_driver(module.app)
+    path = getattr(module, "BENCH_PATH", "/order/{i}")
+    drive = _asgi_driver(module.app) if app == "fastapi" else _wsgi_driver(module.app, path)
     drive(warmup, 0)
     _callgrind("on")
     drive(requests, warmup)
@@ -96,7 +113,7 @@ def _callgrind(state: str) -> None:
     subprocess.run(["callgrind_control", "-i", state, str(os.getpid())], capture_output=True, check=False)
 
 
-def _wsgi_driver(app):
+def _wsgi_driver(app, path: str):
     from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
     FlaskInstrumentor().instrument_app(app)
@@ -104,7 +121,7 @@ def _wsgi_driver(app):
 
     def drive(n: int, start: int) -> None:
         for i in range(start, start + n):
-            response = client.get(f"/order/{i % 997}")
+            response = client.get(path.format(i=i % 997))
             assert response.status_code == 200, response.status_code
 
     return drive
@@ -142,12 +159,13 @@ def _asgi_driver(app):
 
 
 # ----------------------------------------------------------------------------------- parent
-def measure(python: str, workdir: str, app: str, env_extra: dict | None, warmup: int, requests: int) -> int:
+def measure(python: str, workdir: str, app: str, env_extra: dict | None, warmup: int, requests: int,
+            out_file: str = "/dev/null") -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "FUNCSIGHT_"))}
     env.update(OTEL_TRACES_EXPORTER="none", OTEL_METRICS_EXPORTER="none", OTEL_LOGS_EXPORTER="none",
                FUNCSIGHT_DB=os.path.join(workdir, "funcsight.db"), FUNCSIGHT_EXPORT_INTERVAL="3600",
-               PYTHONPATH=workdir, FUNCSIGHT_APP_DIR=workdir, PYTHONHASHSEED="0", **(env_extra or {}))
-    command = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--callgrind-out-file=/dev/null",
+               PYTHONPATH=workdir, FUNCSIGHT_APP_DIR=workdir, PYTHONHASHSEED="0", **include_for(app, env_extra))
+    command = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out_file}",
                python, os.path.abspath(__file__), "--child", app, "1" if env_extra is not None else "0",
                str(warmup), str(requests)]
     result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=1800)
@@ -196,7 +214,7 @@ def main() -> int:
                 proof = f"  sensor {sensed[0]}, {sensed[1]:.2f} sensed calls/request" if sensed else ""
                 print(f"  {app:8} {label:12} {per_request[key]:>12,.0f}{proof}", flush=True)
                 # 3.11 names the front end too ("c-rewrite"): the sensor is the part before the dash.
-                expected = {"c": "c", "python": "python", "norollup": "c"}.get(key)
+                expected = {"c": "c", "python": "python", "norollup": "c", "fw": "c"}.get(key)
                 if expected and (sensed is None or sensed[0].split("-")[0] != expected or sensed[1] == 0):
                     failures.append(f"{app} {label}: the {expected} sensor did not sense the app ({sensed})")
                 if key == "on0" and sensed is not None and sensed[1] != 0:

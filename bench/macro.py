@@ -67,6 +67,8 @@ STOP_TIMEOUT_S = 15.0
 REQUEST_TIMEOUT_S = 10.0
 ORDER_IDS = 997  # requests cycle over /order/0 .. /order/996
 NO_MODULE = "funcsight_macro_no_such_module"  # FUNCSIGHT_INCLUDE of the --breakdown column
+# "app + framework" columns (--framework; always for httpbin) sense the framework's modules too.
+FRAMEWORK_INCLUDE = {"flask": "+flask,+werkzeug", "httpbin": "+flask,+werkzeug", "fastapi": "+fastapi,+starlette"}
 
 
 # ------------------------------------------------------------------------------------ configuration
@@ -78,6 +80,7 @@ class Variant:
     funcsight: bool
     implementation: str | None = None  # FUNCSIGHT_IMPLEMENTATION, None = leave to funcsight
     senses_app: bool = True  # False: funcsight runs but FUNCSIGHT_INCLUDE matches no module
+    framework: bool = False  # True: the framework's modules are sensed too (FRAMEWORK_INCLUDE)
 
 
 @dataclass
@@ -86,6 +89,8 @@ class App:
     directory: str  # under bench/apps
     server: str  # description for the report
     command: list[str]  # with {port}
+    path: str = "/order/{i}"  # the measured request, {i}: 0..996
+    include: str = ""  # FUNCSIGHT_INCLUDE for the app's own code when it is not in the app directory
 
 
 @dataclass
@@ -102,6 +107,7 @@ class Server:
     failed: int = 0
     rates: list[float] = field(default_factory=list)  # requests/s per round
     cpu_us: list[float] = field(default_factory=list)  # server CPU us per request per round (Linux)
+    measured_per_request: float = 0.0  # sensed calls per request the store showed
 
 
 def tool(name: str) -> str | None:
@@ -150,16 +156,32 @@ def build_apps(selected: list[str], flask_server: str) -> tuple[list[App], list[
             command = [uvicorn, "app:app", "--host", "127.0.0.1", "--port", "{port}", "--log-level", "warning",
                        "--no-access-log"]
             apps.append(App("fastapi", "fastapibench", f"uvicorn {version_of('uvicorn')}, 1 worker", command))
+        elif name == "httpbin":  # httpbin from PyPI (site-packages), wrapped by apps/httpbinbench
+            if not gunicorn:
+                problems.append("httpbin skipped: gunicorn is not installed (pip install gunicorn)")
+                continue
+            try:
+                import httpbin  # noqa: F401
+            except ImportError:
+                problems.append("httpbin skipped: it is not installed (pip install httpbin)")
+                continue
+            command = [gunicorn, "-w", "1", "-k", "sync", "-b", "127.0.0.1:{port}", "--graceful-timeout", "5",
+                       "--log-level", "warning", "app:app"]
+            apps.append(App("httpbin", "httpbinbench", f"httpbin {version_of('httpbin')} on gunicorn "
+                            f"{version_of('gunicorn')}, 1 sync worker", command, "/get?order={i}", "+httpbin"))
     return apps, problems
 
 
-def build_variants(implementations: list[str], plain: bool, breakdown: bool) -> list[Variant]:
+def build_variants(implementations: list[str], plain: bool, breakdown: bool, framework: bool = False) -> list[Variant]:
     variants = []
     for impl in implementations:
         if impl == "auto":
             variants.append(Variant("on", "on", True, True))
         else:
             variants.append(Variant(f"on-{impl}", f"on ({impl})", True, True, impl))
+    if framework:
+        impl = implementations[0] if implementations[0] != "auto" else None
+        variants.append(Variant("on-fw", f"on ({impl or 'auto'}) +fw", True, True, impl, framework=True))
     if breakdown:
         impl = implementations[0] if implementations[0] != "auto" else None
         variants.append(Variant("on-nothing", "on, 0 fn", True, True, impl, senses_app=False))
@@ -197,6 +219,10 @@ def server_env(server: Server) -> dict[str, str]:
                 env["FUNCSIGHT_IMPLEMENTATION"] = server.variant.implementation
             if not server.variant.senses_app:
                 env["FUNCSIGHT_INCLUDE"] = NO_MODULE
+            else:
+                patterns = [server.app.include, FRAMEWORK_INCLUDE.get(server.app.name, "") if server.variant.framework else ""]
+                if any(patterns):
+                    env["FUNCSIGHT_INCLUDE"] = ",".join(p for p in patterns if p)
     return env
 
 
@@ -294,7 +320,7 @@ def session_cpu_s(session: int) -> float | None:
 
 # ------------------------------------------------------------------------------------------- load
 def drive(server: Server, requests: int, threads: int, first: int, record: bool = True) -> None:
-    """Send ``requests`` GET /order/<id> over ``threads`` keep-alive connections; with ``record``,
+    """Send ``requests`` GET requests (the app's path, /order/<id> for the bench apps) over ``threads`` keep-alive connections; with ``record``,
     append the round's requests/s and server CPU per request to the server's figures."""
     counts = [requests // threads + (1 if k < requests % threads else 0) for k in range(threads)]
     ok = [0] * threads
@@ -306,7 +332,7 @@ def drive(server: Server, requests: int, threads: int, first: int, record: bool 
         barrier.wait()
         for i in range(counts[k]):
             try:
-                conn.request("GET", f"/order/{(first + k + i * threads) % ORDER_IDS}")
+                conn.request("GET", server.app.path.format(i=(first + k + i * threads) % ORDER_IDS))
                 response = conn.getresponse()
                 response.read()
                 if response.status == 200:
@@ -342,7 +368,7 @@ def store_check(server: Server) -> tuple[bool, str]:
     if not funcsight:
         return False, "the funcsight command is not installed in this venv"
     route = server.meta.get("route")
-    expected_per_request = functions_per_request(server)
+    expected_per_request = fixed_functions_per_request(server)
     outputs = {}
     for command in ("functions", "routes"):
         result = subprocess.run([funcsight, command, "--db", server.db_path, "--format", "json"],
@@ -354,19 +380,35 @@ def store_check(server: Server) -> tuple[bool, str]:
     calls = sum(row["calls"] for row in rows)
     requests = sum(row["requests"] for row in outputs["routes"] if row.get("route") == route)
     sent = server.sent_ok
-    expected = sent * expected_per_request
-    ok = requests == sent and calls == expected
     per_request = calls / requests if requests else 0.0
+    server.measured_per_request = per_request
+    if expected_per_request is None:  # httpbin, or the framework sensed: no constant to check against
+        ok = requests == sent and calls > 0
+        expectation = f"expected {sent} requests and some sensed calls"
+    else:
+        expected = sent * expected_per_request
+        ok = requests == sent and calls == expected
+        expectation = f"expected {sent} x {expected_per_request} = {expected}"
     text = (f"store: {requests} requests on {route} (sent {sent}), {calls} sensed calls in {len(rows)} functions"
-            f" = {per_request:.2f}/request (expected {sent} x {expected_per_request} = {expected}) "
-            + ("OK" if ok else "MISMATCH"))
+            f" = {per_request:.2f}/request ({expectation}) " + ("OK" if ok else "MISMATCH"))
     return ok, text
 
 
 # ------------------------------------------------------------------------------------------ report
-def functions_per_request(server: Server) -> int:
-    """Sensed calls per request the server's store must show."""
-    return (server.meta.get("functions_per_request") or 0) if server.variant.senses_app else 0
+def fixed_functions_per_request(server: Server) -> int | None:
+    """Sensed calls per request the server's store must show; None when the app does not fix it
+    (httpbin) or the framework is sensed too."""
+    if not server.variant.senses_app:
+        return 0
+    if server.variant.framework:
+        return None
+    return server.meta.get("functions_per_request")
+
+
+def functions_per_request(server: Server) -> float:
+    """Sensed calls per request for the report: the app's constant, else what the store showed."""
+    fixed = fixed_functions_per_request(server)
+    return fixed if fixed is not None else round(server.measured_per_request, 1)
 
 
 def median(values: list[float]) -> float:
@@ -481,7 +523,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--requests", type=int, help="requests per configuration per round (default 800; quick 150)")
     parser.add_argument("--warmup", type=int, help="warm-up requests per server (default 300; quick 60)")
     parser.add_argument("--threads", type=int, default=2, help="client threads (default 2)")
-    parser.add_argument("--apps", default="flask,fastapi", help="comma-separated: flask, fastapi (default both)")
+    parser.add_argument("--apps", default="flask,fastapi", help="comma-separated: flask, fastapi, httpbin "
+                                                               "(default flask,fastapi)")
+    parser.add_argument("--framework", action="store_true",
+                        help="add an 'on +fw' column sensing the framework's modules too (always for httpbin)")
     parser.add_argument("--implementations", default=None,
                         help="funcsight sensors for ON columns, comma-separated: auto, c, python "
                              "(default: c,python when the C sensor is built, else auto)")
@@ -508,7 +553,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if bad:
             parser.error(f"unknown implementation(s): {', '.join(sorted(bad))} (auto, c, python)")
     args.apps = [a.strip() for a in args.apps.split(",") if a.strip()]
-    unknown = set(args.apps) - {"flask", "fastapi"}
+    unknown = set(args.apps) - {"flask", "fastapi", "httpbin"}
     if unknown:
         parser.error(f"unknown app(s): {', '.join(sorted(unknown))}")
     return args
@@ -585,6 +630,7 @@ def main(argv: list[str] | None = None) -> int:
                        else (["c", "python"] if has_c else ["auto"]))
     apps, problems = build_apps(args.apps, args.flask_server)
     variants = build_variants(implementations, not args.no_plain, args.breakdown)
+    framework_variants = build_variants(implementations, not args.no_plain, args.breakdown, framework=True)
 
     print(f"funcsight macro benchmark{' (quick)' if args.quick else ''}: Python {platform.python_version()} "
           f"({platform.python_implementation()}, {sys.prefix}), {os.cpu_count()} CPUs")
@@ -607,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
                 Server(app, variant, os.path.join(scratch, f"{app.name}-{variant.key}", app.directory), free_port(),
                        os.path.join(scratch, f"{app.name}-{variant.key}", "funcsight.db"),
                        os.path.join(scratch, f"{app.name}-{variant.key}", "server.log"))
-                for variant in variants
+                for variant in (framework_variants if args.framework or app.name == "httpbin" else variants)
             ]
             print(f"\n[{app.name}] {app.server}")
             try:
