@@ -47,6 +47,7 @@
  *   csensor/clock.h        now_ns(): CLOCK_MONOTONIC, or the TSC mapped onto it
  *   funcsight/histogram.h  fs_bucket_of(), N_BUCKETS (shared with processors/_crollup.c)
  *   csensor/paths.h        the call tree's nodes: (parent, function) -> node, and its Python type
+ *   csensor/samples.h      an exception's stack sample, in C (calls.stack_sample's twin)
  *   csensor/tables.h       call tables: counting (the hot path)
  *   csensor/table_type.h   call tables: the Python type
  *   csensor/stack.h        in-flight invocations, per-thread stacks, Invocation tokens
@@ -60,6 +61,7 @@
 #include "csensor/clock.h"
 #include "funcsight/histogram.h"
 #include "csensor/paths.h"
+#include "csensor/samples.h"
 #include "csensor/tables.h"
 #include "csensor/table_type.h"
 #include "csensor/stack.h"
@@ -145,6 +147,8 @@ static PyObject *
 mod_set_stack_sampler(PyObject *self, PyObject *sampler)
 {
     Py_XSETREF(stack_sampler, sampler == Py_None ? NULL : Py_NewRef(sampler));
+    stack_sampler_native = stack_sampler != NULL && PyCFunction_Check(stack_sampler)
+                           && PyCFunction_GET_FUNCTION(stack_sampler) == (PyCFunction)mod_stack_sample;
     Py_RETURN_NONE;
 }
 
@@ -158,6 +162,7 @@ mod_request_changed(PyObject *self, PyObject *unused)
 
 static PyMethodDef module_methods[] = {
     {"request_changed", mod_request_changed, METH_NOARGS, "request_changed(): calls.current_request was set (the sensor's per-thread copy is stale)"},
+    {"stack_sample", mod_stack_sample, METH_O, "stack_sample(exc) -> (((code, offset), ...), None): calls.stack_sample in C"},
     {"set_stack_sampler", mod_set_stack_sampler, METH_O, "set_stack_sampler(fn): fn(exception) -> stack sample kept per (fid, type)"},
     {"_floor", (PyCFunction)(void (*)(void))mod_floor, METH_FASTCALL, "count + clock_gettime (bench yardstick)"},
     {"_floor2", (PyCFunction)(void (*)(void))mod_floor2, METH_FASTCALL, "count + clock_gettime, returns args[1]"},

@@ -165,10 +165,13 @@ MAX_STACK_FRAMES = 30
 
 
 def stack_sample(exc: BaseException) -> tuple:
-    """``(((code, line), ...), None)``: the stack, outermost first (the callers of the function
-    the exception is leaving, then down to the raise point), and no message. Code objects and line
-    numbers only: keeping the exception would keep its frames, and so the application's locals,
-    alive. ``FUNCSIGHT_CAPTURE_MESSAGES`` swaps in a sampler that also keeps the message."""
+    """``(((code, offset), ...), None)``: the stack, outermost first (the callers of the function
+    the exception is leaving, then down to the raise point), and no message. Code objects and
+    instruction offsets only: keeping the exception would keep its frames, and so the application's
+    locals, alive; and a frame's line number costs a walk of its code's line table, so lines are
+    looked up (:func:`line_of`) only for the samples a window keeps. ``FUNCSIGHT_CAPTURE_MESSAGES``
+    swaps in a sampler that also keeps the message. The C sensor uses its twin,
+    ``_csensor.stack_sample`` (csensor/samples.h)."""
     return frames_of(exc), None
 
 
@@ -178,15 +181,24 @@ def frames_of(exc: BaseException) -> tuple:
         return ()
     inner = []
     while tb is not None and len(inner) < MAX_STACK_FRAMES:
-        inner.append((tb.tb_frame.f_code, tb.tb_lineno))
+        inner.append((tb.tb_frame.f_code, tb.tb_lasti))
         tb = tb.tb_next
     outer = []
     frame = exc.__traceback__.tb_frame.f_back
     while frame is not None and len(outer) + len(inner) < MAX_STACK_FRAMES:
-        outer.append((frame.f_code, frame.f_lineno))
+        outer.append((frame.f_code, frame.f_lasti))
         frame = frame.f_back
     outer.reverse()
     return tuple(outer + inner)
+
+
+def line_of(code, offset: int) -> int:
+    """The source line of the instruction at byte ``offset`` in ``code`` (its first line when the
+    offset has none, e.g. -1 for a frame that has not started)."""
+    for start, end, line in code.co_lines():
+        if start <= offset < end:
+            return line if line is not None else code.co_firstlineno
+    return code.co_firstlineno
 
 
 def merge_stats(into: list, other: list) -> None:

@@ -62,7 +62,8 @@ class CSensor(PythonSensor):
         self._local_events = 0  # sys.monitoring events switched on per sensed code object
         self._instrumented: dict = {}  # id(code) -> weak reference, for code with those events on
         super().__init__(registry, selector, slow_ns, sample_error, paths)
-        _csensor.set_stack_sampler(sample_error)
+        # The default sampler's C twin (csensor/samples.h) runs without a Python-level call.
+        _csensor.set_stack_sampler(_csensor.stack_sample if sample_error is stack_sample else sample_error)
 
     def _make_sink(self, slow_ns: int, sample_error) -> Sink:
         return CSink(self._core, slow_ns, sample_error)

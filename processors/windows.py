@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 
 from funcsight.histogram import bucket_of
-from funcsight.instrumentation.calls import CallTable, merge_stats
+from funcsight.instrumentation.calls import CallTable, line_of, merge_stats
 from funcsight.names import BACKGROUND_ROUTE, OVERFLOW_ROUTE
 
 
@@ -103,8 +103,8 @@ class ErrorSample:
 
 
 def stack_of(frames: tuple) -> list:
-    """``[[qualified name, file, line], ...]`` from a sensor's stack sample."""
-    return [[code.co_qualname, code.co_filename, line] for code, line in frames]
+    """``[[qualified name, file, line], ...]`` from a sensor's stack sample (code, offset) pairs."""
+    return [[code.co_qualname, code.co_filename, line_of(code, offset)] for code, offset in frames]
 
 
 def exception_name(exc_type: type) -> str:

@@ -28,7 +28,7 @@ import pytest
 from funcsight.config import Config
 from funcsight.instrumentation import calls, csensor, sensor as sensor_module
 from funcsight.instrumentation._pysensor import COROUTINE, GENERATOR, PLAIN, PythonSensor
-from funcsight.instrumentation.calls import enter_request, leave_request
+from funcsight.instrumentation.calls import enter_request, leave_request, line_of
 from funcsight.instrumentation.registry import FUNCTION, FunctionInfo, FunctionRegistry
 from funcsight.instrumentation.selection import CodeSelector
 from funcsight.instrumentation.sensor import make_sensor
@@ -251,6 +251,30 @@ def test_the_sink_hands_out_tables_of_the_sensors_type(impl):
 
 
 # ------------------------------------------------------------------------------ counts, errors
+def test_the_c_stack_sampler_is_the_python_one():
+    if csensor.CallTable is None:
+        pytest.skip("the C extension is not built")
+    from funcsight.instrumentation import _csensor
+
+    def deep(n):
+        if n == 0:
+            {}["missing"]
+        return deep(n - 1)
+
+    for depth in (0, 3, 40):  # 40: past MAX_STACK_FRAMES, cut as the Python sampler cuts it
+        try:
+            deep(depth)
+        except KeyError as exc:
+            native, python = _csensor.stack_sample(exc), calls.stack_sample(exc)
+        assert native == python and native[1] is None
+        frames = native[0]
+        assert len(frames) == calls.MAX_STACK_FRAMES  # pytest's own frames fill the rest
+        if depth < 28:  # this frame, the depth + 1 calls of deep: all kept
+            assert line_of(*frames[-1]) == deep.__code__.co_firstlineno + 2  # the raise
+    no_traceback = ValueError("never raised")
+    assert _csensor.stack_sample(no_traceback) == calls.stack_sample(no_traceback) == ((), None)
+
+
 def test_calls_and_errors_are_exact(h):
     m = h.mod
     assert m.caller(50) == sum(range(1, 51))
@@ -268,10 +292,13 @@ def test_calls_and_errors_are_exact(h):
     samples = h.sink.background.samples  # the stack of the first exception per (function, type)
     frames, message = samples[(h.fid("boom"), ValueError)]
     assert message is None  # messages are opt-in
-    assert all(isinstance(code, types.CodeType) and isinstance(line, int) for code, line in frames)
-    assert (frames[-1][0].co_qualname, frames[-1][1]) == ("boom", m.boom.__code__.co_firstlineno + 2)  # the raise
+    assert all(isinstance(code, types.CodeType) and isinstance(offset, int) for code, offset in frames)
+    lines = [(code.co_qualname, line_of(code, offset)) for code, offset in frames]
+    assert lines[-1] == ("boom", m.boom.__code__.co_firstlineno + 2)  # the raise
+    assert lines[-2] == ("propagate", m.propagate.__code__.co_firstlineno + 1)  # the first ValueError came through it
+    assert lines[-3][0] == "test_calls_and_errors_are_exact"
     key_frames, _ = samples[(h.fid("boom"), KeyError)]
-    assert (key_frames[-1][0].co_qualname, key_frames[-1][1]) == ("boom", m.boom.__code__.co_firstlineno + 3)
+    assert (key_frames[-1][0].co_qualname, line_of(*key_frames[-1])) == ("boom", m.boom.__code__.co_firstlineno + 3)
     propagate_frames, _ = samples[(h.fid("propagate"), ValueError)]
     assert [code.co_qualname for code, _ in propagate_frames[-2:]] == ["propagate", "boom"]
     assert h.calls("catch") == 1 and h.stats("catch")[1] == 0

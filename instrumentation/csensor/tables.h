@@ -32,6 +32,7 @@ typedef struct {
 /* calls.stack_sample, set by csensor.py through set_stack_sampler(): turns an exception into its
  * stack once per (fid, type) per table (a Python call on that rare path only). */
 static PyObject *stack_sampler = NULL;
+static int stack_sampler_native = 0; /* it is _csensor.stack_sample: call native_stack_sample() */
 
 typedef struct {
     int32_t fid;
@@ -364,8 +365,8 @@ error_add(CallTable *t, Slot *s, PyObject *exc_type, PyObject *exc)
     int sampler_failed = 0;
     if (exc != NULL && stack_sampler != NULL) {
         /* Once per (fid, type) per table: the stack as (code, line) pairs, never the exception
-         * itself (its traceback would keep the app's frames and locals alive). */
-        e->sample = PyObject_CallOneArg(stack_sampler, exc);
+         * itself (its traceback would keep the app's frames and locals alive): samples.h. */
+        e->sample = stack_sampler_native ? native_stack_sample(exc) : PyObject_CallOneArg(stack_sampler, exc);
         if (e->sample == NULL) {
             /* The call is counted all the same; a failing sampler is counted by the caller, but not
              * a RecursionError: the application is at its own limit, where no stack can be taken. */
