@@ -16,7 +16,7 @@ import os
 import site
 import sys
 import sysconfig
-from types import CodeType
+from types import CodeType, FunctionType
 
 from funcsight.config import Config
 
@@ -110,7 +110,7 @@ class CodeSelector:
         self._module_verdicts: dict[str, bool] = {}
 
     def is_function(self, code: CodeType) -> bool:
-        return bool(code.co_flags & CO_OPTIMIZED) and code.co_name not in _COMPREHENSIONS
+        return bool(code.co_flags & CO_OPTIMIZED) and code.co_name not in _COMPREHENSIONS and not forwards_to_itself(code)
 
     def file_is_app(self, filename: str) -> bool:
         verdict = self._file_verdicts.get(filename)
@@ -175,6 +175,24 @@ class CodeSelector:
         owner = sys.modules.get(module)
         owner_file = getattr(owner, "__file__", None)
         return bool(owner_file) and self.file_is_app(owner_file)
+
+
+def forwards_to_itself(code: CodeType) -> bool:
+    """Whether ``code`` is a stub another tool put in place of a function's code, which only hands
+    the call on to a copy of that same function.
+
+    ddtrace's bytecode wrapping (``ddtrace.internal.wrapping.wrap``; its Code Origin for Spans puts
+    one on every Flask, Django and Starlette view until the view's first call) gives the stub the
+    function's own name, qualified name and file, and keeps the wrapper and the copy among its
+    constants. A call through it runs the stub and then the real body, which would count one call
+    as two. A compiler never puts a function object among a code object's constants, so this
+    cannot match code someone wrote; the real body is still sensed, with its callees under it."""
+    for const in code.co_consts:
+        if type(const) is FunctionType:  # exactly: a subclass could run code on attribute access
+            inner = const.__code__
+            if inner.co_qualname == code.co_qualname and inner.co_filename == code.co_filename:
+                return True
+    return False
 
 
 # multiprocessing's spawn imports the parent's script under the second name in its children.

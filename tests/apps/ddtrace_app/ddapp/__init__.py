@@ -1,0 +1,1 @@
+"""A Flask app served by gunicorn under both ``opentelemetry-instrument`` and ``ddtrace-run``."""
