@@ -79,5 +79,8 @@ def test_identity_is_module_and_qualname_and_survives_body_changes():
 def test_registry_cap_counts_what_it_drops():
     registry = FunctionRegistry(max_functions=2)
     ids = [registry.register(function_info(compile(f"def f{i}(): pass", "m", "exec").co_consts[0], "m")) for i in range(4)]
-    assert ids == [0, 1, -1, -1]
+    # Past the cap, code is counted under the one "(overflow)" function (made on first need).
+    assert ids == [0, 1, 2, 2]
+    assert registry.is_overflow(2) and not registry.is_overflow(1)
+    assert registry.functions[2].name == "(overflow)"
     assert registry.dropped == 2
