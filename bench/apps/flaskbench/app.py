@@ -13,11 +13,10 @@ money 2, checksum 1 = 45.
 from __future__ import annotations
 
 import os
-import platform
-import sys
 
 from flask import Flask
 
+from shop.benchmeta import describe
 from shop import pricing, render, shipping
 from shop.cart import Cart
 from shop.catalog import skus_for_order
@@ -62,20 +61,4 @@ def order(order_id: int):
 @app.route("/_bench/meta")
 def meta():
     """What is really running in this process: the benchmark prints it next to the figures."""
-    return describe(type(app).__name__ != "Flask")
-
-
-def describe(framework_instrumented: bool) -> dict:
-    instrumentation = sys.modules.get("funcsight.agent")
-    running = getattr(getattr(instrumentation, "FuncsightInstrumentor", None), "running", None)
-    trace = sys.modules.get("opentelemetry.trace")
-    return {
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "otel": "opentelemetry.instrumentation.auto_instrumentation" in sys.modules,
-        "framework_instrumented": framework_instrumented,
-        "tracer_provider": type(trace.get_tracer_provider()).__name__ if trace is not None else None,
-        "funcsight": running.sensor.implementation if running is not None else None,
-        "functions_per_request": FUNCTIONS_PER_REQUEST,
-        "route": "/order/<int:order_id>",
-    }
+    return describe(type(app).__name__ != "Flask", FUNCTIONS_PER_REQUEST, "/order/<int:order_id>")

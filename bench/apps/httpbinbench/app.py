@@ -15,8 +15,6 @@ or the window recorded instead of checking it against a constant.
 from __future__ import annotations
 
 import os
-import platform
-import sys
 
 if os.environ.get("BENCH_OTEL_SDK"):
     # As flaskbench: "OTel alone" means an SDK behind the API in every OTel column.
@@ -26,6 +24,7 @@ if os.environ.get("BENCH_OTEL_SDK"):
     if not isinstance(trace.get_tracer_provider(), TracerProvider):
         trace.set_tracer_provider(TracerProvider())
 
+from shop.benchmeta import describe  # noqa: E402
 from httpbin import app  # noqa: E402  (after the provider, as an app's own OTel setup would be)
 
 FUNCTIONS_PER_REQUEST = None
@@ -35,23 +34,7 @@ BENCH_PATH = "/get?order={i}"  # {i}: the request's number modulo 997, as /order
 
 def meta():
     """What is really running in this process: the benchmark prints it next to the figures."""
-    return describe(type(app).__name__ != "Flask")  # the OTel Flask instrumentation swaps the class
-
-
-def describe(framework_instrumented: bool) -> dict:
-    instrumentation = sys.modules.get("funcsight.agent")
-    running = getattr(getattr(instrumentation, "FuncsightInstrumentor", None), "running", None)
-    trace = sys.modules.get("opentelemetry.trace")
-    return {
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "otel": "opentelemetry.instrumentation.auto_instrumentation" in sys.modules,
-        "framework_instrumented": framework_instrumented,
-        "tracer_provider": type(trace.get_tracer_provider()).__name__ if trace is not None else None,
-        "funcsight": running.sensor.implementation if running is not None else None,
-        "functions_per_request": FUNCTIONS_PER_REQUEST,
-        "route": ROUTE,
-    }
+    return describe(type(app).__name__ != "Flask", FUNCTIONS_PER_REQUEST, ROUTE)  # the OTel Flask instrumentation swaps the class
 
 
 app.add_url_rule("/_bench/meta", "_bench_meta", meta)
