@@ -266,10 +266,13 @@ def sample(run, calls, variant: Variant, n: int) -> float:
     return elapsed / calls(n)
 
 
-def otel_tracer():
+def otel_tracer(batch: bool = False):
+    """A real SDK tracer whose spans are dropped by the exporter: a ``SimpleSpanProcessor`` (the
+    span ends on the caller's thread) or, with ``batch``, a ``BatchSpanProcessor``; None without
+    the SDK."""
     try:
         from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
     except ImportError:
         return None
 
@@ -281,7 +284,7 @@ def otel_tracer():
             pass
 
     provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(Drop()))
+    provider.add_span_processor((BatchSpanProcessor if batch else SimpleSpanProcessor)(Drop()))
     return provider.get_tracer("funcsight.bench.micro")
 
 

@@ -126,22 +126,10 @@ def make_column(label: str) -> micro.Variant:
 
 
 def otel_batch_tracer():
-    try:
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-    except ImportError as err:
-        raise Unavailable(f"the OpenTelemetry SDK is not installed ({err})") from None
-
-    class Drop(SpanExporter):
-        def export(self, spans):
-            return SpanExportResult.SUCCESS
-
-        def shutdown(self):
-            pass
-
-    provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(Drop()))
-    return provider.get_tracer("funcsight.bench.peers")
+    tracer = micro.otel_tracer(batch=True)
+    if tracer is None:
+        raise Unavailable("the OpenTelemetry SDK is not installed")
+    return tracer
 
 
 def traced(tracer, name: str, function):
