@@ -26,6 +26,7 @@ import threading
 from time import perf_counter_ns
 from types import CodeType
 
+from funcsight.histogram import UPPER_HALF
 from funcsight.instrumentation.calls import CallTable, current_request, stack_sample
 from funcsight.instrumentation.paths import ROOT, PathRegistry
 from funcsight.instrumentation.registry import (
@@ -152,6 +153,7 @@ class PythonSensor:
         kinds = self.kinds
         tls = self._tls
         parked = self._parked
+        parked_pop = parked.pop
         sink = self.sink
         get_request = current_request.get
         clock = perf_counter_ns
@@ -160,6 +162,7 @@ class PythonSensor:
         start_offsets = self._start_offsets
         last_edge = self.paths.last  # by fid: (parent node, node) of its last call; grown in place
         child = self.paths.child
+        upper_half = UPPER_HALF
 
         def stack_of():
             try:
@@ -263,7 +266,7 @@ class PythonSensor:
                 stack = tls.stack
             except AttributeError:
                 stack = tls.stack = []
-            parent = stack[-1][6] if stack else getattr(tls, "base", ROOT)
+            parent = stack[-1][6] if stack else tls.__dict__.get("base", ROOT)
             edge = last_edge[fid]
             if edge[0] == parent:
                 node = edge[1]
@@ -343,7 +346,7 @@ class PythonSensor:
             except AttributeError:
                 stack = tls.stack = []
             # node_of inlined: no Python-level call here (see above) unless the edge is new.
-            parent = stack[-1][6] if stack else getattr(tls, "base", ROOT)
+            parent = stack[-1][6] if stack else tls.__dict__.get("base", ROOT)
             edge = last_edge[fid]
             if edge[0] == parent:
                 node = edge[1]
@@ -352,27 +355,95 @@ class PythonSensor:
                     node = child(parent, fid)
                 except RecursionError:
                     node = parent
-            stack.append([fid, now, 0, now, 0, None, node])
+            stack.append([fid, now, 0, now, 0, None, node, code])
 
-        # The two final exits, PY_RETURN and PY_UNWIND, share their body written out twice: at the
-        # recursion limit the callback itself still runs but any Python-level call inside it raises
-        # RecursionError. So the entry is popped and, when finish() cannot be entered, kept with C
-        # operations only (finish() changes nothing before it can complete); a later exit records it.
+        # The two final exits, PY_RETURN and PY_UNWIND. At the recursion limit the callback itself
+        # still runs but any Python-level call inside it raises RecursionError. PY_RETURN makes no
+        # such call: it is finish() and record() written out for an exit without an exception (each
+        # Python-level call costs about as much as all of their arithmetic). PY_UNWIND pops the entry
+        # and, when finish() cannot be entered, keeps it with C operations only (finish() changes
+        # nothing before it can complete); a later exit records it.
         def on_return(code, offset, retval):
-            fid = ids_get(id(code))
-            if fid is None:
-                return DISABLE
             now = clock()
-            stack = getattr(tls, "stack", None)
-            if stack and stack[-1][0] == fid:
-                entry = stack.pop()
+            try:
+                stack = tls.stack
+                entry = stack[-1]
+            except (AttributeError, IndexError):
+                stack = entry = None
+            # The innermost entry is this code's (its last item, see on_start), else the code is
+            # not sensed or the stack lost its balance: the function id decides, as it did before.
+            if entry is None or entry[-1] is not code:
+                fid = ids_get(id(code))
+                if fid is None:
+                    return DISABLE
+                if entry is None or entry[0] != fid:
+                    return
+            stack.pop()
+            fid = entry[0]
+            if deferred:  # exits met at the limit go first, in order
                 caller = stack[-1] if stack else None
                 try:
-                    if deferred:
-                        finish_deferred()
+                    finish_deferred()
                     finish(entry, caller, now, None)
                 except RecursionError:
                     deferred.append((entry, caller, now, None, get_request() or sink.background))
+                return
+            # finish(entry, caller, now, None) and record(), written out. Every int above 256 that
+            # is made costs an allocation, so a leaf's self time is its duration, not a subtraction.
+            start = entry[1]
+            duration = now - start
+            if entry[5] is None:  # never suspended
+                credit = self_ns = duration
+                if entry[2]:
+                    self_ns = duration - entry[2]
+                    if self_ns < 0:
+                        self_ns = 0
+            else:
+                if kinds[fid] == COROUTINE:
+                    self_ns = duration - entry[2]
+                    credit = duration - entry[4]  # active segments were credited as they ended
+                else:
+                    credit = now - entry[3]
+                    self_ns = entry[4] + credit - entry[2]
+                if self_ns < 0:
+                    self_ns = 0
+            # No call between reading a counter and writing it back (a thread switch is checked
+            # after calls), so two threads sharing a table never lose one.
+            table = get_request()
+            if table is None or not table.open:
+                table = sink.background
+            node = entry[6]
+            paths = table.paths
+            if node in paths:
+                at = paths[node]
+                stats = at[4]
+            else:
+                stats_of = table.stats
+                if fid in stats_of:
+                    stats = stats_of[fid]
+                else:
+                    stats = stats_of[fid] = [0, 0, 0, 0, {}]
+                at = paths[node] = [0, 0, 0, 0, stats]
+            at[0] += 1
+            at[2] += duration
+            at[3] += self_ns
+            stats[0] += 1
+            stats[2] += duration
+            stats[3] += self_ns
+            n = duration.bit_length()  # funcsight.histogram.bucket_of, inlined (see there)
+            bucket = n + n
+            if duration >= upper_half[n]:
+                bucket += 1
+            hist = stats[4]
+            if bucket in hist:
+                hist[bucket] += 1
+            else:
+                hist[bucket] = 1
+            if duration >= sink.slow_ns and table.span_budget > 0:
+                table.span_budget -= 1
+                table.spans.append((fid, start, now, None))
+            if stack:
+                stack[-1][2] += credit
 
         def on_unwind(code, offset, exc):
             # PY_UNWIND cannot be disabled; returning DISABLE here would raise in the app.
@@ -396,32 +467,42 @@ class PythonSensor:
                     deferred.append((entry, caller, now, exc, get_request() or sink.background))
 
         def on_yield(code, offset, retval):
-            fid = ids_get(id(code))
-            if fid is None:
-                return DISABLE
             now = clock()
-            stack = stack_of()
-            if stack and stack[-1][0] == fid:
-                entry = stack.pop()
-                segment = now - entry[3]
-                entry[4] += segment
-                entry[3] = now
-                if stack:
-                    stack[-1][2] += segment
-                frame = getframe(1)
-                entry[5] = key = id(frame)
-                table = get_request()
-                parked[key] = (entry, frame, table if table is not None and table.open else None)
+            try:
+                stack = tls.stack
+                entry = stack[-1]
+            except (AttributeError, IndexError):
+                stack = entry = None
+            if entry is None or entry[-1] is not code:  # as in on_return
+                fid = ids_get(id(code))
+                if fid is None:
+                    return DISABLE
+                if entry is None or entry[0] != fid:
+                    return
+            stack.pop()
+            segment = now - entry[3]
+            entry[4] += segment
+            entry[3] = now
+            if stack:
+                stack[-1][2] += segment
+            frame = getframe(1)
+            entry[5] = key = id(frame)
+            table = get_request()
+            parked[key] = (entry, frame, table if table is not None and table.open else None)
 
         def on_resume(code, offset):
-            fid = ids_get(id(code))
-            if fid is None:
-                return DISABLE
-            item = parked.pop(id(getframe(1)), None)
-            if item is not None:
-                entry = item[0]
-                entry[3] = clock()
-                stack_of().append(entry)
+            # A parked frame is a sensed one (parked holds it, so its id is not reused meanwhile).
+            item = parked_pop(id(getframe(1)), None)
+            if item is None:
+                if ids_get(id(code)) is None:
+                    return DISABLE
+                return
+            entry = item[0]
+            entry[3] = clock()
+            try:
+                tls.stack.append(entry)
+            except AttributeError:
+                tls.stack = [entry]
 
         def on_throw(code, offset, exc):
             if ids_get(id(code)) is not None:
@@ -445,12 +526,12 @@ class PythonSensor:
             """The path node of the innermost sensed call in flight on this thread (else the node
             its outermost calls hang under: 0, the request's root, unless set_base_node moved it)."""
             stack = getattr(tls, "stack", None)
-            return stack[-1][6] if stack else getattr(tls, "base", ROOT)
+            return stack[-1][6] if stack else tls.__dict__.get("base", ROOT)
 
         def set_base_node(node):
             """Hang this thread's outermost calls under ``node`` (a thread pool's task runs under
             the call that submitted it); returns the previous base node."""
-            previous = getattr(tls, "base", ROOT)
+            previous = tls.__dict__.get("base", ROOT)
             tls.base = node if 0 <= node < len(self.paths) else ROOT
             return previous
 
