@@ -9,13 +9,19 @@ Two front ends feed one core:
   :meth:`PythonSensor.enter` / ``leave`` / ``suspend`` / ``resume``.
 
 Per thread, a stack of in-flight invocations ``[fid, start, child_ns, segment_start, active_ns,
-parked_key, node]``, ``node`` being its place in the call tree (:mod:`funcsight.instrumentation.paths`:
-under the node of the invocation below it). A generator or coroutine that suspends is taken off the stack and parked; it goes
+parked_key, node, code]``, ``node`` being its place in the call tree (:mod:`funcsight.instrumentation.paths`:
+under the node of the invocation below it) and ``code`` its code object, by which an exit finds its
+entry without a look-up (``sys.monitoring`` only: the 3.11 hooks make 7-item entries, and the
+rewriter may add the awaiter's entry as an 8th). A generator or coroutine that suspends is taken off the stack and parked; it goes
 back on when resumed, so one invocation is first entry to final exit. Self time is duration minus
 the time credited by sensed direct callees: a plain call credits its duration, a generator its
 active segments (its consumer runs between them), a coroutine its whole duration (its awaiter waits).
 
-Cost (measured by ``bench/micro.py``, 3.12): about 1.1-1.6 us per sensed call; use the C sensor.
+Cost (``bench/micro.py --instructions``, 3.12): about 15,000 instructions per sensed call, about
+13 times cProfile's and 18 times the C sensor's; use the C sensor. Of that, the two Python-level
+callbacks and their clock reads are about 2,500, and every int above 256 that the bookkeeping makes
+(a duration, each counter incremented) about 300 for its allocation, which is why the callbacks
+avoid making any they do not need.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from time import perf_counter_ns
 from types import CodeType
 
 from funcsight.histogram import UPPER_HALF
-from funcsight.instrumentation.calls import CallTable, current_request, stack_sample
+from funcsight.instrumentation.calls import CallTable, Sink, current_request, stack_sample
 from funcsight.instrumentation.paths import ROOT, PathRegistry
 from funcsight.instrumentation.registry import (
     CO_ASYNC_GENERATOR,
@@ -67,27 +73,6 @@ def start_offset(code: CodeType) -> int:
         if raw[offset] == _RESUME:
             return offset
     return 0
-
-
-class Sink:
-    """Where calls go: the open request's table, else the background table. The rollup processor
-    opens request tables with :meth:`new_table`; closing a window takes the background table with
-    :meth:`take_background`. Each sensor makes its own sink, with its own table type (the C sensor
-    brings C tables), chosen once when the sensor is made."""
-
-    def __init__(self, table_type: type = CallTable, slow_ns: int = 50_000_000, sample_error=stack_sample):
-        self.table_type = table_type
-        self.background = self.new_table()
-        self.slow_ns = slow_ns
-        self.sample_error = sample_error  # exception -> (stack, message): once per function x type
-
-    def new_table(self, span_budget: int = 0, trace_id: int = 0, root=None):
-        return self.table_type(span_budget, trace_id, root)
-
-    def take_background(self):
-        """The background table, replaced by a fresh one (the export thread, once per window)."""
-        table, self.background = self.background, self.new_table()
-        return table
 
 
 class PythonSensor:
@@ -151,6 +136,9 @@ class PythonSensor:
         """Bind the hot-path functions as closures: locals are the cheapest lookups Python has."""
         ids_get = self._ids.get
         kinds = self.kinds
+        # .stack, and .base once set_base_node() set it: read as tls.__dict__.get("base", ROOT),
+        # since getattr() with a default raises and clears an AttributeError inside on every
+        # outermost call of a thread without one (about 4,000 instructions).
         tls = self._tls
         parked = self._parked
         parked_pop = parked.pop
@@ -359,10 +347,11 @@ class PythonSensor:
 
         # The two final exits, PY_RETURN and PY_UNWIND. At the recursion limit the callback itself
         # still runs but any Python-level call inside it raises RecursionError. PY_RETURN makes no
-        # such call: it is finish() and record() written out for an exit without an exception (each
-        # Python-level call costs about as much as all of their arithmetic). PY_UNWIND pops the entry
-        # and, when finish() cannot be entered, keeps it with C operations only (finish() changes
-        # nothing before it can complete); a later exit records it.
+        # such call (unless exits were deferred): it is finish() and record() written out for an
+        # exit without an exception, which also saves two Python-level calls (about 700
+        # instructions each). PY_UNWIND pops the entry and, when finish() cannot be entered, keeps
+        # it with C operations only (finish() changes nothing before it can complete); a later exit
+        # records it. Keep on_return's arithmetic and finish()/record() the same.
         def on_return(code, offset, retval):
             now = clock()
             try:
@@ -390,6 +379,7 @@ class PythonSensor:
                 return
             # finish(entry, caller, now, None) and record(), written out. Every int above 256 that
             # is made costs an allocation, so a leaf's self time is its duration, not a subtraction.
+            # Counters are tested with `in`, not .get(): see the comment above `table`.
             start = entry[1]
             duration = now - start
             if entry[5] is None:  # never suspended
