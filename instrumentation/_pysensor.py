@@ -159,13 +159,31 @@ class PythonSensor:
                 tls.stack = stack = []
                 return stack
 
-        def record(fid, node, start, end, duration, self_ns, exc, table=None):
+        def finish(entry, caller, now, exc, table=None):
+            """Record a final exit into ``table`` (else the request's, else background) and credit
+            the caller's entry; all or nothing: its only Python-level call, the error's stack
+            sample, comes before the first change, so at the recursion limit it either records the
+            call whole or raises having changed nothing (see deferred). on_return is this function
+            written out for ``exc=None``: keep the two alike."""
+            fid = entry[0]
+            start = entry[1]
+            duration = now - start
+            if entry[5] is None:  # never suspended
+                credit = self_ns = duration
+                if entry[2]:
+                    self_ns = duration - entry[2]
+            elif kinds[fid] == COROUTINE:
+                self_ns = duration - entry[2]
+                credit = duration - entry[4]  # active segments were credited as they ended
+            else:
+                credit = now - entry[3]
+                self_ns = entry[4] + credit - entry[2]
+            if self_ns < 0:
+                self_ns = 0
             if table is None:
                 table = get_request()
             if table is None or not table.open:  # also a request that ended before a deferred exit
                 table = sink.background
-            # The only Python-level call comes before the first change, so at the recursion limit
-            # this either records the call whole or raises having changed nothing (see deferred).
             if exc is not None:
                 errors = table.errors
                 key = (fid, type(exc))
@@ -177,56 +195,54 @@ class PythonSensor:
                         raise
                     except Exception:  # a failing sampler (or redaction hook): the call still counts
                         self.internal_errors += 1
-            at = table.paths.get(node)
-            if at is None:
-                stats = table.stats.get(fid)
-                if stats is None:
-                    stats = table.stats[fid] = [0, 0, 0, 0, {}]
-                at = table.paths[node] = [0, 0, 0, 0, stats]
-            else:
+            # No call from here on between reading a counter and writing it back (a thread switch
+            # is checked after calls), so two threads sharing a table never lose one.
+            node = entry[6]
+            paths = table.paths
+            if node in paths:
+                at = paths[node]
                 stats = at[4]
+            else:
+                stats_of = table.stats
+                if fid in stats_of:
+                    stats = stats_of[fid]
+                else:
+                    stats = stats_of[fid] = [0, 0, 0, 0, {}]
+                at = paths[node] = [0, 0, 0, 0, stats]
             at[0] += 1
             at[2] += duration
             at[3] += self_ns
             stats[0] += 1
             stats[2] += duration
             stats[3] += self_ns
-            # funcsight.histogram.bucket_of, inlined: a Python-level call here could fail at the
-            # recursion limit after the table changed (tests/test_histogram.py checks the twin).
+            # funcsight.histogram.bucket_of, inlined (see there): a Python-level call here could
+            # fail at the recursion limit after the table changed.
             n = duration.bit_length()
-            bucket = (n << 1) | ((duration >> (n - 2)) & 1) if n > 1 else n << 1
+            bucket = n + n
+            if duration >= upper_half[n]:
+                bucket += 1
             hist = stats[4]
-            hist[bucket] = hist.get(bucket, 0) + 1
+            if bucket in hist:
+                hist[bucket] += 1
+            else:
+                hist[bucket] = 1
             if exc is not None:
                 stats[1] += 1
                 at[1] += 1
+                path_errors = table.path_errors
                 path_key = (node, key[1])
-                table.path_errors[path_key] = table.path_errors.get(path_key, 0) + 1
-                count = errors.get(key)
-                if count is None:
+                if path_key in path_errors:
+                    path_errors[path_key] += 1
+                else:
+                    path_errors[path_key] = 1
+                if key in errors:
+                    errors[key] += 1
+                else:
                     errors[key] = 1
                     table.samples[key] = sample
-                else:
-                    errors[key] = count + 1
             if table.span_budget > 0 and (exc is not None or duration >= sink.slow_ns):
                 table.span_budget -= 1
-                table.spans.append((fid, start, end, None if exc is None else type(exc)))
-
-        def finish(entry, caller, now, exc, table=None):
-            """Record a final exit and credit the caller's entry; all or nothing (see record)."""
-            fid = entry[0]
-            start = entry[1]
-            duration = now - start
-            if entry[5] is None:  # never suspended
-                self_ns = duration - entry[2]
-                credit = duration
-            elif kinds[fid] == COROUTINE:
-                self_ns = duration - entry[2]
-                credit = duration - entry[4]  # active segments were credited as they ended
-            else:
-                credit = now - entry[3]
-                self_ns = entry[4] + credit - entry[2]
-            record(fid, entry[6], start, now, duration, self_ns if self_ns > 0 else 0, exc, table)
+                table.spans.append((fid, start, now, None if exc is None else type(exc)))
             if caller is not None:
                 caller[2] += credit
                 if exc is not None:
@@ -347,11 +363,10 @@ class PythonSensor:
 
         # The two final exits, PY_RETURN and PY_UNWIND. At the recursion limit the callback itself
         # still runs but any Python-level call inside it raises RecursionError. PY_RETURN makes no
-        # such call (unless exits were deferred): it is finish() and record() written out for an
-        # exit without an exception, which also saves two Python-level calls (about 700
-        # instructions each). PY_UNWIND pops the entry and, when finish() cannot be entered, keeps
-        # it with C operations only (finish() changes nothing before it can complete); a later exit
-        # records it. Keep on_return's arithmetic and finish()/record() the same.
+        # such call (unless exits were deferred): it is finish() written out for an exit without an
+        # exception, which also saves the Python-level call (about 700 instructions). PY_UNWIND
+        # pops the entry and, when finish() cannot be entered, keeps it with C operations only
+        # (finish() changes nothing before it can complete); a later exit records it.
         def on_return(code, offset, retval):
             now = clock()
             try:
@@ -377,9 +392,9 @@ class PythonSensor:
                 except RecursionError:
                     deferred.append((entry, caller, now, None, get_request() or sink.background))
                 return
-            # finish(entry, caller, now, None) and record(), written out. Every int above 256 that
-            # is made costs an allocation, so a leaf's self time is its duration, not a subtraction.
-            # Counters are tested with `in`, not .get(): see the comment above `table`.
+            # finish(entry, stack[-1] or None, now, None), written out. Every int above 256 that is
+            # made costs an allocation (about 300 instructions), so a leaf's self time is its
+            # duration, not a subtraction.
             start = entry[1]
             duration = now - start
             if entry[5] is None:  # never suspended
@@ -391,15 +406,13 @@ class PythonSensor:
             else:
                 if kinds[fid] == COROUTINE:
                     self_ns = duration - entry[2]
-                    credit = duration - entry[4]  # active segments were credited as they ended
+                    credit = duration - entry[4]
                 else:
                     credit = now - entry[3]
                     self_ns = entry[4] + credit - entry[2]
                 if self_ns < 0:
                     self_ns = 0
-            # No call between reading a counter and writing it back (a thread switch is checked
-            # after calls), so two threads sharing a table never lose one.
-            table = get_request()
+            table = get_request()  # no call from here on: see finish()
             if table is None or not table.open:
                 table = sink.background
             node = entry[6]
@@ -420,7 +433,7 @@ class PythonSensor:
             stats[0] += 1
             stats[2] += duration
             stats[3] += self_ns
-            n = duration.bit_length()  # funcsight.histogram.bucket_of, inlined (see there)
+            n = duration.bit_length()
             bucket = n + n
             if duration >= upper_half[n]:
                 bucket += 1
