@@ -18,10 +18,10 @@ the time credited by sensed direct callees: a plain call credits its duration, a
 active segments (its consumer runs between them), a coroutine its whole duration (its awaiter waits).
 
 Cost (``bench/micro.py --instructions``, 3.12): about 15,000 instructions per sensed call, about
-13 times cProfile's and 18 times the C sensor's; use the C sensor. Of that, the two Python-level
-callbacks and their clock reads are about 2,500, and every int above 256 that the bookkeeping makes
-(a duration, each counter incremented) about 300 for its allocation, which is why the callbacks
-avoid making any they do not need.
+12 times cProfile's and 18 times the C sensor's (``bench/README.md``); use the C sensor. Of that, the
+two Python-level callbacks and their clock reads are about 2,500, and every int above 256 that the
+bookkeeping makes (a duration, each counter incremented) about 170 to allocate and free, which is
+why the callbacks avoid making any they do not need.
 """
 
 from __future__ import annotations
@@ -393,8 +393,8 @@ class PythonSensor:
                     deferred.append((entry, caller, now, None, get_request() or sink.background))
                 return
             # finish(entry, stack[-1] or None, now, None), written out. Every int above 256 that is
-            # made costs an allocation (about 300 instructions), so a leaf's self time is its
-            # duration, not a subtraction.
+            # made costs an allocation and a free (about 170 instructions), so a leaf's self time is
+            # its duration, not a subtraction.
             start = entry[1]
             duration = now - start
             if entry[5] is None:  # never suspended
