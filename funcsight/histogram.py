@@ -4,8 +4,9 @@ conversion to and from the ``le``-labelled counters funcsight exports.
 Durations are binned exactly into half-octave buckets: bucket ``2n`` holds ``[2**(n-1), 1.5*2**(n-1))``
 ns and bucket ``2n+1`` holds ``[1.5*2**(n-1), 2**n)`` (``n`` = bit length of the duration). Two
 shifts compute it. Its C twin is ``funcsight/histogram.h`` (the C sensor and the C rollup include
-it); the pure-Python sensor inlines the same two lines on its hot path. ``tests/test_histogram.py``
-checks the three agree.
+it); the pure-Python sensor inlines it on its hot path as ``2n``, plus one when the duration reaches
+:data:`UPPER_HALF` ``[n]`` (a comparison is cheaper there than shifts: shifts of Python ints are not
+specialised). ``tests/test_histogram.py`` checks they all agree.
 
 Exported, the distribution is a counter per bound ``le`` (cumulative over ``le``, Prometheus'
 histogram layout) at powers of two nanoseconds (1.024 us ... 17.2 s: 25 bounds and ``+Inf``), which
@@ -29,6 +30,10 @@ def bucket_of(duration_ns: int) -> int:
     if n < 2:
         return n << 1
     return (n << 1) | ((duration_ns >> (n - 2)) & 1)
+
+
+# By bit length n: where the upper half of its octave starts (1.5 * 2**(n-1)); never, below n = 2.
+UPPER_HALF = [1 << 64, 1 << 64] + [3 << (n - 2) for n in range(2, 65)]
 
 
 def bucket_bounds(bucket: int) -> tuple[float, float]:

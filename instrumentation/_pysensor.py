@@ -9,13 +9,19 @@ Two front ends feed one core:
   :meth:`PythonSensor.enter` / ``leave`` / ``suspend`` / ``resume``.
 
 Per thread, a stack of in-flight invocations ``[fid, start, child_ns, segment_start, active_ns,
-parked_key, node]``, ``node`` being its place in the call tree (:mod:`funcsight.instrumentation.paths`:
-under the node of the invocation below it). A generator or coroutine that suspends is taken off the stack and parked; it goes
+parked_key, node, code]``, ``node`` being its place in the call tree (:mod:`funcsight.instrumentation.paths`:
+under the node of the invocation below it) and ``code`` its code object, by which an exit finds its
+entry without a look-up (``sys.monitoring`` only: the 3.11 hooks make 7-item entries, and the
+rewriter may add the awaiter's entry as an 8th). A generator or coroutine that suspends is taken off the stack and parked; it goes
 back on when resumed, so one invocation is first entry to final exit. Self time is duration minus
 the time credited by sensed direct callees: a plain call credits its duration, a generator its
 active segments (its consumer runs between them), a coroutine its whole duration (its awaiter waits).
 
-Cost (measured by ``bench/micro.py``, 3.12): about 1.1-1.6 us per sensed call; use the C sensor.
+Cost (``bench/micro.py --instructions``, 3.12): about 15,000 instructions per sensed call, about
+12 times cProfile's and 18 times the C sensor's (``bench/README.md``); use the C sensor. Of that, the
+two Python-level callbacks and their clock reads are about 2,500, and every int above 256 that the
+bookkeeping makes (a duration, each counter incremented) about 170 to allocate and free, which is
+why the callbacks avoid making any they do not need.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ import weakref
 from time import perf_counter_ns
 from types import CodeType
 
-from funcsight.instrumentation.calls import CallTable, current_request, stack_sample
+from funcsight.histogram import UPPER_HALF
+from funcsight.instrumentation.calls import CallTable, Sink, current_request, stack_sample
 from funcsight.instrumentation.paths import ROOT, PathRegistry
 from funcsight.instrumentation.registry import (
     CO_ASYNC_GENERATOR,
@@ -69,27 +76,6 @@ def start_offset(code: CodeType) -> int:
         if raw[offset] == _RESUME:
             return offset
     return 0
-
-
-class Sink:
-    """Where calls go: the open request's table, else the background table. The rollup processor
-    opens request tables with :meth:`new_table`; closing a window takes the background table with
-    :meth:`take_background`. Each sensor makes its own sink, with its own table type (the C sensor
-    brings C tables), chosen once when the sensor is made."""
-
-    def __init__(self, table_type: type = CallTable, slow_ns: int = 50_000_000, sample_error=stack_sample):
-        self.table_type = table_type
-        self.background = self.new_table()
-        self.slow_ns = slow_ns
-        self.sample_error = sample_error  # exception -> (stack, message): once per function x type
-
-    def new_table(self, span_budget: int = 0, trace_id: int = 0, root=None):
-        return self.table_type(span_budget, trace_id, root)
-
-    def take_background(self):
-        """The background table, replaced by a fresh one (the export thread, once per window)."""
-        table, self.background = self.background, self.new_table()
-        return table
 
 
 class PythonSensor:
@@ -167,8 +153,12 @@ class PythonSensor:
         """Bind the hot-path functions as closures: locals are the cheapest lookups Python has."""
         ids_get = self._ids.get
         kinds = self.kinds
+        # .stack, and .base once set_base_node() set it: read as tls.__dict__.get("base", ROOT),
+        # since getattr() with a default raises and clears an AttributeError inside on every
+        # outermost call of a thread without one (about 4,000 instructions).
         tls = self._tls
         parked = self._parked
+        parked_pop = parked.pop
         sink = self.sink
         get_request = current_request.get
         clock = perf_counter_ns
@@ -177,6 +167,7 @@ class PythonSensor:
         start_offsets = self._start_offsets
         last_edge = self.paths.last  # by fid: (parent node, node) of its last call; grown in place
         child = self.paths.child
+        upper_half = UPPER_HALF
 
         def stack_of():
             try:
@@ -185,13 +176,31 @@ class PythonSensor:
                 tls.stack = stack = []
                 return stack
 
-        def record(fid, node, start, end, duration, self_ns, exc, table=None):
+        def finish(entry, caller, now, exc, table=None):
+            """Record a final exit into ``table`` (else the request's, else background) and credit
+            the caller's entry; all or nothing: its only Python-level call, the error's stack
+            sample, comes before the first change, so at the recursion limit it either records the
+            call whole or raises having changed nothing (see deferred). on_return is this function
+            written out for ``exc=None``: keep the two alike."""
+            fid = entry[0]
+            start = entry[1]
+            duration = now - start
+            if entry[5] is None:  # never suspended
+                credit = self_ns = duration
+                if entry[2]:
+                    self_ns = duration - entry[2]
+            elif kinds[fid] == COROUTINE:
+                self_ns = duration - entry[2]
+                credit = duration - entry[4]  # active segments were credited as they ended
+            else:
+                credit = now - entry[3]
+                self_ns = entry[4] + credit - entry[2]
+            if self_ns < 0:
+                self_ns = 0
             if table is None:
                 table = get_request()
             if table is None or not table.open:  # also a request that ended before a deferred exit
                 table = sink.background
-            # The only Python-level call comes before the first change, so at the recursion limit
-            # this either records the call whole or raises having changed nothing (see deferred).
             if exc is not None:
                 errors = table.errors
                 key = (fid, type(exc))
@@ -203,56 +212,54 @@ class PythonSensor:
                         raise
                     except Exception:  # a failing sampler (or redaction hook): the call still counts
                         self.internal_errors += 1
-            at = table.paths.get(node)
-            if at is None:
-                stats = table.stats.get(fid)
-                if stats is None:
-                    stats = table.stats[fid] = [0, 0, 0, 0, {}]
-                at = table.paths[node] = [0, 0, 0, 0, stats]
-            else:
+            # No call from here on between reading a counter and writing it back (a thread switch
+            # is checked after calls), so two threads sharing a table never lose one.
+            node = entry[6]
+            paths = table.paths
+            if node in paths:
+                at = paths[node]
                 stats = at[4]
+            else:
+                stats_of = table.stats
+                if fid in stats_of:
+                    stats = stats_of[fid]
+                else:
+                    stats = stats_of[fid] = [0, 0, 0, 0, {}]
+                at = paths[node] = [0, 0, 0, 0, stats]
             at[0] += 1
             at[2] += duration
             at[3] += self_ns
             stats[0] += 1
             stats[2] += duration
             stats[3] += self_ns
-            # funcsight.histogram.bucket_of, inlined: a Python-level call here could fail at the
-            # recursion limit after the table changed (tests/test_histogram.py checks the twin).
+            # funcsight.histogram.bucket_of, inlined (see there): a Python-level call here could
+            # fail at the recursion limit after the table changed.
             n = duration.bit_length()
-            bucket = (n << 1) | ((duration >> (n - 2)) & 1) if n > 1 else n << 1
+            bucket = n + n
+            if duration >= upper_half[n]:
+                bucket += 1
             hist = stats[4]
-            hist[bucket] = hist.get(bucket, 0) + 1
+            if bucket in hist:
+                hist[bucket] += 1
+            else:
+                hist[bucket] = 1
             if exc is not None:
                 stats[1] += 1
                 at[1] += 1
+                path_errors = table.path_errors
                 path_key = (node, key[1])
-                table.path_errors[path_key] = table.path_errors.get(path_key, 0) + 1
-                count = errors.get(key)
-                if count is None:
+                if path_key in path_errors:
+                    path_errors[path_key] += 1
+                else:
+                    path_errors[path_key] = 1
+                if key in errors:
+                    errors[key] += 1
+                else:
                     errors[key] = 1
                     table.samples[key] = sample
-                else:
-                    errors[key] = count + 1
             if table.span_budget > 0 and (exc is not None or duration >= sink.slow_ns):
                 table.span_budget -= 1
-                table.spans.append((fid, start, end, None if exc is None else type(exc)))
-
-        def finish(entry, caller, now, exc, table=None):
-            """Record a final exit and credit the caller's entry; all or nothing (see record)."""
-            fid = entry[0]
-            start = entry[1]
-            duration = now - start
-            if entry[5] is None:  # never suspended
-                self_ns = duration - entry[2]
-                credit = duration
-            elif kinds[fid] == COROUTINE:
-                self_ns = duration - entry[2]
-                credit = duration - entry[4]  # active segments were credited as they ended
-            else:
-                credit = now - entry[3]
-                self_ns = entry[4] + credit - entry[2]
-            record(fid, entry[6], start, now, duration, self_ns if self_ns > 0 else 0, exc, table)
+                table.spans.append((fid, start, now, None if exc is None else type(exc)))
             if caller is not None:
                 caller[2] += credit
                 if exc is not None:
@@ -280,7 +287,7 @@ class PythonSensor:
                 stack = tls.stack
             except AttributeError:
                 stack = tls.stack = []
-            parent = stack[-1][6] if stack else getattr(tls, "base", ROOT)
+            parent = stack[-1][6] if stack else tls.__dict__.get("base", ROOT)
             edge = last_edge[fid]
             if edge[0] == parent:
                 node = edge[1]
@@ -360,7 +367,7 @@ class PythonSensor:
             except AttributeError:
                 stack = tls.stack = []
             # node_of inlined: no Python-level call here (see above) unless the edge is new.
-            parent = stack[-1][6] if stack else getattr(tls, "base", ROOT)
+            parent = stack[-1][6] if stack else tls.__dict__.get("base", ROOT)
             edge = last_edge[fid]
             if edge[0] == parent:
                 node = edge[1]
@@ -369,27 +376,94 @@ class PythonSensor:
                     node = child(parent, fid)
                 except RecursionError:
                     node = parent
-            stack.append([fid, now, 0, now, 0, None, node])
+            stack.append([fid, now, 0, now, 0, None, node, code])
 
-        # The two final exits, PY_RETURN and PY_UNWIND, share their body written out twice: at the
-        # recursion limit the callback itself still runs but any Python-level call inside it raises
-        # RecursionError. So the entry is popped and, when finish() cannot be entered, kept with C
-        # operations only (finish() changes nothing before it can complete); a later exit records it.
+        # The two final exits, PY_RETURN and PY_UNWIND. At the recursion limit the callback itself
+        # still runs but any Python-level call inside it raises RecursionError. PY_RETURN makes no
+        # such call (unless exits were deferred): it is finish() written out for an exit without an
+        # exception, which also saves the Python-level call (about 700 instructions). PY_UNWIND
+        # pops the entry and, when finish() cannot be entered, keeps it with C operations only
+        # (finish() changes nothing before it can complete); a later exit records it.
         def on_return(code, offset, retval):
-            fid = ids_get(id(code))
-            if fid is None:
-                return DISABLE
             now = clock()
-            stack = getattr(tls, "stack", None)
-            if stack and stack[-1][0] == fid:
-                entry = stack.pop()
+            try:
+                stack = tls.stack
+                entry = stack[-1]
+            except (AttributeError, IndexError):
+                stack = entry = None
+            # The innermost entry is this code's (its last item, see on_start), else the code is
+            # not sensed or the stack lost its balance: the function id decides, as it did before.
+            if entry is None or entry[-1] is not code:
+                fid = ids_get(id(code))
+                if fid is None:
+                    return DISABLE
+                if entry is None or entry[0] != fid:
+                    return
+            stack.pop()
+            fid = entry[0]
+            if deferred:  # exits met at the limit go first, in order
                 caller = stack[-1] if stack else None
                 try:
-                    if deferred:
-                        finish_deferred()
+                    finish_deferred()
                     finish(entry, caller, now, None)
                 except RecursionError:
                     deferred.append((entry, caller, now, None, get_request() or sink.background))
+                return
+            # finish(entry, stack[-1] or None, now, None), written out. Every int above 256 that is
+            # made costs an allocation and a free (about 170 instructions), so a leaf's self time is
+            # its duration, not a subtraction.
+            start = entry[1]
+            duration = now - start
+            if entry[5] is None:  # never suspended
+                credit = self_ns = duration
+                if entry[2]:
+                    self_ns = duration - entry[2]
+                    if self_ns < 0:
+                        self_ns = 0
+            else:
+                if kinds[fid] == COROUTINE:
+                    self_ns = duration - entry[2]
+                    credit = duration - entry[4]
+                else:
+                    credit = now - entry[3]
+                    self_ns = entry[4] + credit - entry[2]
+                if self_ns < 0:
+                    self_ns = 0
+            table = get_request()  # no call from here on: see finish()
+            if table is None or not table.open:
+                table = sink.background
+            node = entry[6]
+            paths = table.paths
+            if node in paths:
+                at = paths[node]
+                stats = at[4]
+            else:
+                stats_of = table.stats
+                if fid in stats_of:
+                    stats = stats_of[fid]
+                else:
+                    stats = stats_of[fid] = [0, 0, 0, 0, {}]
+                at = paths[node] = [0, 0, 0, 0, stats]
+            at[0] += 1
+            at[2] += duration
+            at[3] += self_ns
+            stats[0] += 1
+            stats[2] += duration
+            stats[3] += self_ns
+            n = duration.bit_length()
+            bucket = n + n
+            if duration >= upper_half[n]:
+                bucket += 1
+            hist = stats[4]
+            if bucket in hist:
+                hist[bucket] += 1
+            else:
+                hist[bucket] = 1
+            if duration >= sink.slow_ns and table.span_budget > 0:
+                table.span_budget -= 1
+                table.spans.append((fid, start, now, None))
+            if stack:
+                stack[-1][2] += credit
 
         def on_unwind(code, offset, exc):
             # PY_UNWIND cannot be disabled; returning DISABLE here would raise in the app.
@@ -413,32 +487,42 @@ class PythonSensor:
                     deferred.append((entry, caller, now, exc, get_request() or sink.background))
 
         def on_yield(code, offset, retval):
-            fid = ids_get(id(code))
-            if fid is None:
-                return DISABLE
             now = clock()
-            stack = stack_of()
-            if stack and stack[-1][0] == fid:
-                entry = stack.pop()
-                segment = now - entry[3]
-                entry[4] += segment
-                entry[3] = now
-                if stack:
-                    stack[-1][2] += segment
-                frame = getframe(1)
-                entry[5] = key = id(frame)
-                table = get_request()
-                parked[key] = (entry, frame, table if table is not None and table.open else None)
+            try:
+                stack = tls.stack
+                entry = stack[-1]
+            except (AttributeError, IndexError):
+                stack = entry = None
+            if entry is None or entry[-1] is not code:  # as in on_return
+                fid = ids_get(id(code))
+                if fid is None:
+                    return DISABLE
+                if entry is None or entry[0] != fid:
+                    return
+            stack.pop()
+            segment = now - entry[3]
+            entry[4] += segment
+            entry[3] = now
+            if stack:
+                stack[-1][2] += segment
+            frame = getframe(1)
+            entry[5] = key = id(frame)
+            table = get_request()
+            parked[key] = (entry, frame, table if table is not None and table.open else None)
 
         def on_resume(code, offset):
-            fid = ids_get(id(code))
-            if fid is None:
-                return DISABLE
-            item = parked.pop(id(getframe(1)), None)
-            if item is not None:
-                entry = item[0]
-                entry[3] = clock()
-                stack_of().append(entry)
+            # A parked frame is a sensed one (parked holds it, so its id is not reused meanwhile).
+            item = parked_pop(id(getframe(1)), None)
+            if item is None:
+                if ids_get(id(code)) is None:
+                    return DISABLE
+                return
+            entry = item[0]
+            entry[3] = clock()
+            try:
+                tls.stack.append(entry)
+            except AttributeError:
+                tls.stack = [entry]
 
         def on_throw(code, offset, exc):
             if ids_get(id(code)) is not None:
@@ -462,12 +546,12 @@ class PythonSensor:
             """The path node of the innermost sensed call in flight on this thread (else the node
             its outermost calls hang under: 0, the request's root, unless set_base_node moved it)."""
             stack = getattr(tls, "stack", None)
-            return stack[-1][6] if stack else getattr(tls, "base", ROOT)
+            return stack[-1][6] if stack else tls.__dict__.get("base", ROOT)
 
         def set_base_node(node):
             """Hang this thread's outermost calls under ``node`` (a thread pool's task runs under
             the call that submitted it); returns the previous base node."""
-            previous = getattr(tls, "base", ROOT)
+            previous = tls.__dict__.get("base", ROOT)
             tls.base = node if 0 <= node < len(self.paths) else ROOT
             return previous
 

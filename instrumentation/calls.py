@@ -211,3 +211,24 @@ def merge_stats(into: list, other: list) -> None:
 
 def new_stats() -> list:
     return [0, 0, 0, 0, {}]
+
+
+class Sink:
+    """Where calls go: the open request's table, else the background table. The rollup processor
+    opens request tables with :meth:`new_table`; closing a window takes the background table with
+    :meth:`take_background`. Each sensor makes its own sink, with its own table type (the C sensor
+    brings C tables), chosen once when the sensor is made."""
+
+    def __init__(self, table_type: type = CallTable, slow_ns: int = 50_000_000, sample_error=stack_sample):
+        self.table_type = table_type
+        self.background = self.new_table()
+        self.slow_ns = slow_ns
+        self.sample_error = sample_error  # exception -> (stack, message): once per function x type
+
+    def new_table(self, span_budget: int = 0, trace_id: int = 0, root=None):
+        return self.table_type(span_budget, trace_id, root)
+
+    def take_background(self):
+        """The background table, replaced by a fresh one (the export thread, once per window)."""
+        table, self.background = self.background, self.new_table()
+        return table

@@ -12,7 +12,7 @@ import random
 
 import pytest
 
-from funcsight.histogram import bucket_of
+from funcsight.histogram import UPPER_HALF, bucket_of
 
 REQUIRE_C = os.environ.get("FUNCSIGHT_REQUIRE_C") == "1"
 N_BUCKETS = 130  # funcsight/histogram.h
@@ -59,6 +59,19 @@ def test_python_twin_is_the_one_calls_uses():
     from funcsight.instrumentation import calls
 
     assert all(calls.bucket_of(d) == bucket_of(d) for d in DURATIONS)
+
+
+def test_the_python_sensors_inlined_form_agrees():
+    # _pysensor.on_return: 2n, plus one from the upper half of the octave on (n = bit length)
+    def inlined(d: int) -> int:
+        n = d.bit_length()
+        bucket = n + n
+        if d >= UPPER_HALF[n]:
+            bucket += 1
+        return bucket
+
+    durations = DURATIONS + [(1 << 64) - 1, 1 << 63]
+    assert [inlined(d) for d in durations] == [bucket_of(d) for d in durations]
 
 
 def test_buckets_are_half_octaves_within_n_buckets():
