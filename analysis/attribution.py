@@ -27,12 +27,13 @@ that matter (>= 5 % of their route's time, enough calls): how much unchanged cod
 two runs. A uniform slowdown gives ``D`` > 1 and a small spread; a CPU-burning neighbour, which slows
 CPU-bound code but not waits, gives a large spread. Either way unchanged code cannot pass the bars.
 
-**Verdict** (route first): a route is ``slower`` / ``faster`` when its per-window mean latency moved,
-after dividing by D, by at least ``max(MIN_ROUTE_CHANGE, spread)`` of its baseline mean (and
-``MIN_ROUTE_CHANGE_MS``), with the mean over the whole run moving the same way, and the per-window
-means of B rank above (below) A's scaled by D (Mann-Whitney on windows: one busy window is one
-observation, not hundreds) with p below ``ALPHA`` over the number of tests. ``errors`` when a new
-exception type is raised (or an error rate rose) significantly on it, or its failed-request rate rose.
+**Verdict** (route first): a route is ``slower`` / ``faster`` when the Hodges-Lehmann shift of its
+per-window means (baseline x D) is at least ``max(MIN_ROUTE_CHANGE, spread)`` of its baseline's median
+window (and ``MIN_ROUTE_CHANGE_MS``), and the per-window means of B rank above (below) A's scaled by
+D (Mann-Whitney on windows: one busy window is one observation, not hundreds) below the bar of its
+family: the routes where something changed (an untouched route is the machine's, not tested),
+alpha/2, Holm's step-down (``compare.holm``). ``errors`` when a new exception type is raised (or an
+error rate rose) significantly on it, or its failed-request rate rose (alpha/2 over every route).
 
 **Findings** are parts of a route with a verdict, in its direction, each significant on its own:
 own time (per-window self time per call against the baseline's times D; its change beyond D at
