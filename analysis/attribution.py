@@ -32,7 +32,7 @@ per-window means (baseline x D) is at least ``max(MIN_ROUTE_CHANGE, spread)`` of
 window (and ``MIN_ROUTE_CHANGE_MS``), and the per-window means of B rank above (below) A's scaled by
 D (Mann-Whitney on windows: one busy window is one observation, not hundreds) below the bar of its
 family: the routes where something changed (an untouched route is the machine's, not tested),
-alpha/2, Holm's step-down (``compare.holm``). ``errors`` when a new exception type is raised (or an
+alpha/2, Holm's step-down (``stats.holm``). ``errors`` when a new exception type is raised (or an
 error rate rose) significantly on it, or its failed-request rate rose (alpha/2 over every route).
 
 **Findings** are parts of a route with a verdict, in its direction, each significant on its own:

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 
 from funcsight.analysis import attribution as at
 from funcsight.analysis.breakdown import AnalysisError, check_filters
-from funcsight.analysis.stats import mann_whitney_greater
+from funcsight.analysis.stats import hodges_lehmann_shift, holm, mann_whitney_greater
 from funcsight.histogram import quantile_ns
 from funcsight.sources.base import Aggregate, Source
 
@@ -191,24 +191,6 @@ def _changed_ms(side: at.Side, stable: set[tuple]) -> list[float]:
         if requests:
             cells.append((total - sum(self_ns for _calls, self_ns in nodes)) / requests / 1e6)
     return cells
-
-
-def holm(p_values: dict[str, float], alpha: float) -> set[str]:
-    """The hypotheses Holm's step-down procedure rejects at family-wise error ``alpha``: the k-th
-    smallest p (from 0) against ``alpha / (m - k)``, stopping at the first that fails."""
-    rejected: set[str] = set()
-    ordered = sorted(p_values.items(), key=lambda kv: kv[1])
-    for k, (name, p) in enumerate(ordered):
-        if p >= alpha / (len(ordered) - k):
-            break
-        rejected.add(name)
-    return rejected
-
-
-def hodges_lehmann_shift(before: list[float], after: list[float]) -> float:
-    """The median of all pairwise differences ``after_j - before_i``: the shift that goes with the
-    Mann-Whitney test (one busy window moves it by at most one rank)."""
-    return at._median([y - x for x in before for y in after])
 
 
 def _route_verdict(route: str, a: at.Side, b: at.Side, drift: at.Drift, parts: list[at.Part], stable: set[tuple],

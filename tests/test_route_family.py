@@ -1,10 +1,10 @@
-"""The route verdicts' multiple-comparison rule (``analysis/compare.py``): Holm's step-down within a
-family, and the size of a change taken across windows (Hodges-Lehmann), which one cold or busy
-window cannot move."""
+"""The route verdicts' statistics (``analysis/stats.py``, used by ``analysis/compare.py``): Holm's
+step-down within a family, and the size of a change taken across windows (Hodges-Lehmann), which
+one cold or busy window cannot move."""
 
 from __future__ import annotations
 
-from funcsight.analysis.compare import hodges_lehmann_shift, holm
+from funcsight.analysis.stats import hodges_lehmann_shift, holm
 
 
 def test_holm_rejects_step_down_and_stops_at_the_first_that_fails():
