@@ -186,11 +186,15 @@ def fan_out_ratio(side: Side, path: tuple) -> float | None:
     return node.calls / parent_calls if parent_calls else None
 
 
-def is_stable(a: Side, b: Side, path: tuple, changed: set[str]) -> bool:
+def is_stable(a: Side, b: Side, path: tuple, changed: set[str], whole_path: bool = True) -> bool:
     """Same code on the whole path, same calls per request (within 2 %) and the same callees below:
-    nothing about this node changed but the machine."""
+    nothing about this node changed but the machine. ``whole_path=False`` asks only of the node's own
+    code (its callers may have changed: the same code called as often, whose time may still move
+    with what a changed caller hands it)."""
     na, nb = a.nodes.get(path), b.nodes.get(path)
-    if na is None or nb is None or not na.calls or not nb.calls or any(name in changed for name in path):
+    if na is None or nb is None or not na.calls or not nb.calls:
+        return False
+    if any(name in changed for name in (path if whole_path else path[-1:])):
         return False
     if abs((nb.calls / b.requests) / (na.calls / a.requests) - 1) > STABLE_CALLS_TOLERANCE:
         return False
@@ -201,6 +205,11 @@ def is_stable(a: Side, b: Side, path: tuple, changed: set[str]) -> bool:
 
 def stable_paths(a: Side, b: Side, changed: set[str]) -> set[tuple]:
     return {path for path in set(a.nodes) & set(b.nodes) if is_stable(a, b, path, changed)}
+
+
+def same_code_paths(a: Side, b: Side, changed: set[str]) -> set[tuple]:
+    """Nodes whose own code, calls per request and callees are unchanged, whatever their callers."""
+    return {path for path in set(a.nodes) & set(b.nodes) if is_stable(a, b, path, changed, whole_path=False)}
 
 
 def untouched(a: Side, b: Side, stable: set[tuple]) -> bool:
