@@ -232,6 +232,9 @@ def _route_verdict(route: str, a: at.Side, b: at.Side, drift: at.Drift, parts: l
     callees are unchanged is the machine's and is taken out; the rest is compared with the baseline's
     times the drift factor. Without them the whole route is, against a margin widened by the spread.
 
+    A second test, when it differs, takes out the self time of every node whose own code, calls and
+    callees are unchanged whatever its callers (see ``_latency_test``'s caller below).
+
     The size of the change is taken across export windows, as the test is: the Hodges-Lehmann shift
     of the per-window means (baseline x drift) over the baseline's median window. The run's plain
     mean is not used for the decision: one cold or busy window (the first request of a process
@@ -337,6 +340,10 @@ def diff(source: Source, baseline: str, candidate: str, route: str | None = None
         verdicts.append(verdict)
         route_p[route_name] = (p_latency, direction, failed_p, "")
         net_change = (b.mean_ms - a.mean_ms) - verdict.drift_ms
+        route_wa, route_wb = _window_ms(a, drift.factor), _window_ms(b)
+        if len(route_wa) >= at.MIN_WINDOWS and len(route_wb) >= at.MIN_WINDOWS:
+            # shares of the change the verdict saw, across windows (the run's means move with one cold window)
+            net_change = hodges_lehmann_shift(route_wa, route_wb)
         fa_route, fb_route = functions_a.get(route_name, {}), functions_b.get(route_name, {})
 
         def figures(name: str) -> tuple[Figures, Figures, str]:
@@ -362,13 +369,17 @@ def diff(source: Source, baseline: str, candidate: str, route: str | None = None
             if part.kind != "self_time" or not part.ms:
                 continue
             tests += 1
-            slower = part.ms > 0
+            ms = part.ms
+            wa, wb = at.per_call_windows(a, part.path), at.per_call_windows(b, part.path)
+            if len(wa) >= at.MIN_WINDOWS and len(wb) >= at.MIN_WINDOWS:  # sized across windows, as the verdict
+                ms = b.nodes[part.path].calls / b.requests * hodges_lehmann_shift([v * drift.factor for v in wa], wb) / 1e6
+            slower = ms > 0
             fallback = (fa_route.get((part.path[-1], "function")), fb_route.get((part.path[-1], "function")))
             p, rel = _own_time_p(a, b, part.path, drift.factor, slower, fallback)
             bar = max(at.MIN_SELF_CHANGE, drift.spread)
             if (rel >= bar if slower else rel <= -bar / (1 + bar)):
                 candidates.append(("slower" if slower else "faster",
-                                   finding(part.path, "self_time", part.ms, p, rel, "Mann-Whitney U on per-window self time per call (baseline x drift)")))
+                                   finding(part.path, "self_time", ms, p, rel, "Mann-Whitney U on per-window self time per call (baseline x drift)")))
         # fan-out, new and removed calls: per caller
         by_caller: dict[tuple, list] = {}
         for part in parts:
