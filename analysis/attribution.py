@@ -27,12 +27,13 @@ that matter (>= 5 % of their route's time, enough calls): how much unchanged cod
 two runs. A uniform slowdown gives ``D`` > 1 and a small spread; a CPU-burning neighbour, which slows
 CPU-bound code but not waits, gives a large spread. Either way unchanged code cannot pass the bars.
 
-**Verdict** (route first): a route is ``slower`` / ``faster`` when its per-window mean latency moved,
-after dividing by D, by at least ``max(MIN_ROUTE_CHANGE, spread)`` of its baseline mean (and
-``MIN_ROUTE_CHANGE_MS``), with the mean over the whole run moving the same way, and the per-window
-means of B rank above (below) A's scaled by D (Mann-Whitney on windows: one busy window is one
-observation, not hundreds) with p below ``ALPHA`` over the number of tests. ``errors`` when a new
-exception type is raised (or an error rate rose) significantly on it, or its failed-request rate rose.
+**Verdict** (route first): a route is ``slower`` / ``faster`` when the Hodges-Lehmann shift of its
+per-window means (baseline x D) is at least ``max(MIN_ROUTE_CHANGE, spread)`` of its baseline's median
+window (and ``MIN_ROUTE_CHANGE_MS``), and the per-window means of B rank above (below) A's scaled by
+D (Mann-Whitney on windows: one busy window is one observation, not hundreds) below the bar of its
+family: the routes where something changed (an untouched route is the machine's, not tested),
+alpha/2, Holm's step-down (``stats.holm``). ``errors`` when a new exception type is raised (or an
+error rate rose) significantly on it, or its failed-request rate rose (alpha/2 over every route).
 
 **Findings** are parts of a route with a verdict, in its direction, each significant on its own:
 own time (per-window self time per call against the baseline's times D; its change beyond D at
@@ -185,11 +186,15 @@ def fan_out_ratio(side: Side, path: tuple) -> float | None:
     return node.calls / parent_calls if parent_calls else None
 
 
-def is_stable(a: Side, b: Side, path: tuple, changed: set[str]) -> bool:
+def is_stable(a: Side, b: Side, path: tuple, changed: set[str], whole_path: bool = True) -> bool:
     """Same code on the whole path, same calls per request (within 2 %) and the same callees below:
-    nothing about this node changed but the machine."""
+    nothing about this node changed but the machine. ``whole_path=False`` asks only of the node's own
+    code (its callers may have changed: the same code called as often, whose time may still move
+    with what a changed caller hands it)."""
     na, nb = a.nodes.get(path), b.nodes.get(path)
-    if na is None or nb is None or not na.calls or not nb.calls or any(name in changed for name in path):
+    if na is None or nb is None or not na.calls or not nb.calls:
+        return False
+    if any(name in changed for name in (path if whole_path else path[-1:])):
         return False
     if abs((nb.calls / b.requests) / (na.calls / a.requests) - 1) > STABLE_CALLS_TOLERANCE:
         return False
@@ -200,6 +205,11 @@ def is_stable(a: Side, b: Side, path: tuple, changed: set[str]) -> bool:
 
 def stable_paths(a: Side, b: Side, changed: set[str]) -> set[tuple]:
     return {path for path in set(a.nodes) & set(b.nodes) if is_stable(a, b, path, changed)}
+
+
+def same_code_paths(a: Side, b: Side, changed: set[str]) -> set[tuple]:
+    """Nodes whose own code, calls per request and callees are unchanged, whatever their callers."""
+    return {path for path in set(a.nodes) & set(b.nodes) if is_stable(a, b, path, changed, whole_path=False)}
 
 
 def untouched(a: Side, b: Side, stable: set[tuple]) -> bool:

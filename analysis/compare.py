@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 
 from funcsight.analysis import attribution as at
 from funcsight.analysis.breakdown import AnalysisError, check_filters
-from funcsight.analysis.stats import mann_whitney_greater
+from funcsight.analysis.stats import hodges_lehmann_shift, holm, mann_whitney_greater
 from funcsight.histogram import quantile_ns
 from funcsight.sources.base import Aggregate, Source
 
@@ -87,7 +87,7 @@ class RouteVerdict:
     candidate_mean_ms: float
     change_ms: float  # observed
     drift_ms: float  # the part machine drift explains
-    relative_change: float  # per-window median latency, net of drift
+    relative_change: float  # Hodges-Lehmann shift of per-window latency net of drift / baseline median window
     baseline_p95_ms: float
     candidate_p95_ms: float
     baseline_failed_rate: float
@@ -115,6 +115,12 @@ class Diff:
     routes: list[RouteVerdict] = field(default_factory=list)
     drift: at.Drift = field(default_factory=at.Drift)
 
+    def unattributed_routes(self) -> list[tuple[str, str]]:
+        """(route, verdict) of routes judged slower or faster with no finding in that direction: the
+        route's change is real but no part of it is significant on its own (say so, never "0")."""
+        named = {(f.route, "slower") for f in self.regressions} | {(f.route, "faster") for f in self.improvements}
+        return [(v.route, v.verdict) for v in self.routes if v.verdict in ("slower", "faster") and (v.route, v.verdict) not in named]
+
     def as_dict(self) -> dict:
         return {
             "baseline": self.baseline,
@@ -127,6 +133,7 @@ class Diff:
             "removed_functions": self.removed_functions,
             "routes": [v.as_dict() for v in self.routes],
             "drift": self.drift.as_dict(),
+            "unattributed_routes": [{"route": r, "verdict": v} for r, v in self.unattributed_routes()],
             "method": {
                 "alpha": ALPHA,
                 "tests_made": self.tests_made,
@@ -135,7 +142,9 @@ class Diff:
                 "min_impact_fraction_of_route_latency": MIN_IMPACT_FRACTION,
                 "min_route_change": at.MIN_ROUTE_CHANGE,
                 "min_share_of_route_change": at.MIN_SHARE,
-                "route_test": "Mann-Whitney U on per-window mean latency, baseline scaled by the drift factor",
+                "route_test": ("exact Mann-Whitney U on per-window mean latency (baseline x drift factor), size by the Hodges-Lehmann "
+                               "shift; latency over the routes where something changed, failed requests over all, "
+                               "alpha split between them, Holm within each"),
             },
         }
 
@@ -184,51 +193,79 @@ def _changed_ms(side: at.Side, stable: set[tuple]) -> list[float]:
     return cells
 
 
+def _latency_test(a: at.Side, b: at.Side, factor: float, margin: float, bar: float, what: str, excluded: set[tuple]):
+    """(windows A, windows B, direction, p, relative change, test) of the route's time minus the
+    self time of ``excluded``, across export windows."""
+    win_a, win_b = _changed_ms(a, excluded), _changed_ms(b, excluded)
+    stable_a = sum(a.per_request(a.nodes[p].self_ns) for p in excluded)
+    stable_b = sum(b.per_request(b.nodes[p].self_ns) for p in excluded)
+    net_ms = (b.mean_ms - stable_b) - factor * (a.mean_ms - stable_a)
+    typical_a = a.mean_ms
+    windowed = len(win_a) >= at.MIN_WINDOWS and len(win_b) >= at.MIN_WINDOWS
+    if windowed:
+        typical_a = at._median(_window_ms(a)) or a.mean_ms
+        net_ms = hodges_lehmann_shift([v * factor for v in win_a], win_b)
+    relative = net_ms / typical_a if typical_a else 0.0
+    direction = ""
+    if relative >= margin and net_ms >= at.MIN_ROUTE_CHANGE_MS:
+        direction = "slower"
+    elif relative <= -margin / (1 + margin) and -net_ms >= at.MIN_ROUTE_CHANGE_MS:
+        direction = "faster"
+    if not direction:
+        return win_a, win_b, "", 1.0, relative, "none: the change is below the margin"
+    scaled_a = [v * factor for v in win_a]
+    # Across windows when there are enough of them to reach the bar at all (the smallest p of the
+    # exact test is 1 / C(n_a + n_b, n_a)); with fewer, over requests, and the test says so.
+    if windowed and 1 / math.comb(len(win_a) + len(win_b), len(win_a)) < bar / 10:
+        test = f"exact Mann-Whitney U on per-window mean {what} per request (baseline x drift)"
+        p = at.window_test(win_b, scaled_a) if direction == "slower" else at.window_test(scaled_a, win_b)
+    else:
+        test = "Mann-Whitney U on request durations (too few export windows to test across them)"
+        p = mann_whitney_greater(a.hist, b.hist) if direction == "slower" else mann_whitney_greater(b.hist, a.hist)
+    return win_a, win_b, direction, p, relative, test
+
+
 def _route_verdict(route: str, a: at.Side, b: at.Side, drift: at.Drift, parts: list[at.Part], stable: set[tuple],
-                   hashes_known: bool, bar: float = ALPHA) -> tuple[RouteVerdict, float, str]:
+                   hashes_known: bool, changed: set[str], bar: float = ALPHA) -> tuple[RouteVerdict, float, str]:
     """The latency verdict's figures and its p (the direction decided by the change); the failed-
     request test is made by the caller. With code hashes, the self time of nodes whose code, calls and
     callees are unchanged is the machine's and is taken out; the rest is compared with the baseline's
-    times the drift factor. Without them the whole route is, against a margin widened by the spread."""
+    times the drift factor. Without them the whole route is, against a margin widened by the spread.
+
+    A second test, when it differs, takes out the self time of every node whose own code, calls and
+    callees are unchanged whatever its callers (see ``_latency_test``'s caller below).
+
+    The size of the change is taken across export windows, as the test is: the Hodges-Lehmann shift
+    of the per-window means (baseline x drift) over the baseline's median window. The run's plain
+    mean is not used for the decision: one cold or busy window (the first request of a process
+    compiling templates, a neighbour's burst) moves it by its whole weight."""
     factor = drift.factor
-    excluded = stable if hashes_known else set()
-    stable_a = sum(a.per_request(a.nodes[p].self_ns) for p in excluded)
-    stable_b = sum(b.per_request(b.nodes[p].self_ns) for p in excluded)
-    changed_a, changed_b = a.mean_ms - stable_a, b.mean_ms - stable_b
-    win_a, win_b = _changed_ms(a, excluded), _changed_ms(b, excluded)
-    net_ms = changed_b - factor * changed_a
-    robust = (at.robust_ratio(win_a, win_b, changed_a, changed_b) * changed_b - factor * changed_b) / a.mean_ms if a.mean_ms and changed_b else 0.0
-    if len(win_a) >= at.MIN_WINDOWS and len(win_b) >= at.MIN_WINDOWS and a.mean_ms:
-        robust = (at._median(win_b) - factor * at._median(win_a)) / a.mean_ms
-    mean_rel = net_ms / a.mean_ms if a.mean_ms else 0.0
     margin = at.MIN_ROUTE_CHANGE if hashes_known else max(at.MIN_ROUTE_CHANGE, drift.spread)
-    direction = ""
-    if excluded and at.untouched(a, b, excluded):
-        pass  # nothing on the route changed (code, calls, callees): its time outside sensed code is the machine's too
-    elif robust >= margin and mean_rel >= margin and net_ms >= at.MIN_ROUTE_CHANGE_MS:
-        direction = "slower"
-    elif robust <= -margin / (1 + margin) and mean_rel <= -margin / (1 + margin) and -net_ms >= at.MIN_ROUTE_CHANGE_MS:
-        direction = "faster"
-    p = 1.0
-    what = "route time minus unchanged code" if excluded else "route time"
-    if direction:
-        scaled_a = [v * factor for v in win_a]
-        # Across windows when there are enough of them to reach the bar at all (the smallest p of the
-        # exact test is 1 / C(n_a + n_b, n_a)); with fewer, over requests, and the test says so.
-        if len(win_a) >= at.MIN_WINDOWS and len(win_b) >= at.MIN_WINDOWS and 1 / math.comb(len(win_a) + len(win_b), len(win_a)) < bar / 10:
-            test = f"exact Mann-Whitney U on per-window mean {what} per request (baseline x drift)"
-            p = at.window_test(win_b, scaled_a) if direction == "slower" else at.window_test(scaled_a, win_b)
-        else:
-            test = "Mann-Whitney U on request durations (too few export windows to test across them)"
-            p = mann_whitney_greater(a.hist, b.hist) if direction == "slower" else mann_whitney_greater(b.hist, a.hist)
-    elif excluded and at.untouched(a, b, excluded):
+    excluded = stable if hashes_known else set()
+    if excluded and at.untouched(a, b, excluded):  # nothing on the route changed: its time outside sensed code is the machine's too
+        win_a, win_b = _changed_ms(a, excluded), _changed_ms(b, excluded)
+        relative, p, direction = 0.0, 1.0, ""
         test = "none: nothing on the route changed (code, calls and callees): the machine's"
     else:
-        test = "none: the change is below the margin"
+        # What is tested: the route's time minus the self time of unchanged code (whole path
+        # unchanged), and - a second test when it differs - minus the self time of every node whose
+        # own code, calls and callees are unchanged (a lock holder's sleeping callee whose wake-ups a
+        # busy machine delays tenfold in some windows is not evidence about the changed code). The
+        # smaller p of the two, doubled (Bonferroni), decides.
+        sets = [("route time minus unchanged code" if excluded else "route time", excluded)]
+        same_code = at.same_code_paths(a, b, changed) if hashes_known else set()
+        if same_code - excluded:
+            sets.append(("route time minus same-code callees", excluded | same_code))
+        tried = [_latency_test(a, b, factor, margin, bar / len(sets), what, paths) for what, paths in sets]
+        chosen = min(tried, key=lambda t: (not t[2], t[3]))
+        win_a, win_b, direction, p, relative, test = chosen
+        p = min(1.0, p * len(sets)) if direction else 1.0
+        if direction and len(sets) > 1:
+            test += f" (the smaller p of {len(sets)} tests, x{len(sets)})"
     drift_ms = sum(part.ms for part in parts if part.kind in ("drift", "unchanged_code"))
     verdict = RouteVerdict(
         route, "unchanged", a.requests, b.requests, round(a.mean_ms, 4), round(b.mean_ms, 4), round(b.mean_ms - a.mean_ms, 4),
-        round(drift_ms, 4), round(robust, 4),
+        round(drift_ms, 4), round(relative, 4),
         round(quantile_ns(a.hist, 0.95) / 1e6, 4) if a.hist else 0.0, round(quantile_ns(b.hist, 0.95) / 1e6, 4) if b.hist else 0.0,
         round(a.errors / a.requests, 4), round(b.errors / b.requests, 4), p, round(margin, 4), (len(win_a), len(win_b)), test,
     )
@@ -278,25 +315,35 @@ def diff(source: Source, baseline: str, candidate: str, route: str | None = None
         return None
 
     tests = 0  # tests of parts (the findings' family)
-    route_tests = 0  # tests of route verdicts (their own family: a route is judged before its parts)
+    # Route verdicts are their own families, judged before any part: latency over the routes where
+    # something changed (code, calls or callees: decided from hashes and call counts, not from the
+    # latencies tested; an untouched route's time is the machine's and is not tested at all), and
+    # the failed-request rate over every route; alpha split between the two, Holm within each.
+    in_scope = [r for r in pairs if route is None or r == route]
+    stables = {r: at.stable_paths(*pairs[r], changed) for r in in_scope}
+    latency_family = [r for r in in_scope if not (hashes_known and at.untouched(*pairs[r], stables[r]))]
+    latency_alpha, failed_alpha = ALPHA / 2, ALPHA / 2
+    route_tests = len(latency_family) + len(in_scope)
     verdicts: list[RouteVerdict] = []
     route_p: dict[str, tuple[float, str, float, str]] = {}  # route -> (latency p, direction, failed p, ...)
     candidates: list[tuple[str, Finding]] = []  # (route direction it needs, finding)
     removed: list[dict] = []
-    for route_name, (a, b) in pairs.items():
-        if route is not None and route_name != route:
-            continue
-        stable = at.stable_paths(a, b, changed)
+    for route_name in in_scope:
+        a, b = pairs[route_name]
+        stable = stables[route_name]
         parts = at.decompose(a, b, drift.factor, stable if hashes_known else set())
-        route_count = 1 if route is not None else len(pairs)
-        verdict, p_latency, direction = _route_verdict(route_name, a, b, drift, parts, stable, hashes_known, ALPHA / (2 * route_count))
-        route_tests += 2
+        bar = latency_alpha / max(1, len(latency_family))  # the smallest p must pass this (Holm's first step)
+        verdict, p_latency, direction = _route_verdict(route_name, a, b, drift, parts, stable, hashes_known, changed, bar)
         failed_p = 1.0
         if b.errors / b.requests - a.errors / a.requests >= at.MIN_ERROR_RATE_CHANGE:
             failed_p = at.error_rate_test(a.errors, a.requests, b.errors, b.requests)
         verdicts.append(verdict)
         route_p[route_name] = (p_latency, direction, failed_p, "")
         net_change = (b.mean_ms - a.mean_ms) - verdict.drift_ms
+        route_wa, route_wb = _window_ms(a, drift.factor), _window_ms(b)
+        if len(route_wa) >= at.MIN_WINDOWS and len(route_wb) >= at.MIN_WINDOWS:
+            # shares of the change the verdict saw, across windows (the run's means move with one cold window)
+            net_change = hodges_lehmann_shift(route_wa, route_wb)
         fa_route, fb_route = functions_a.get(route_name, {}), functions_b.get(route_name, {})
 
         def figures(name: str) -> tuple[Figures, Figures, str]:
@@ -322,13 +369,17 @@ def diff(source: Source, baseline: str, candidate: str, route: str | None = None
             if part.kind != "self_time" or not part.ms:
                 continue
             tests += 1
-            slower = part.ms > 0
+            ms = part.ms
+            wa, wb = at.per_call_windows(a, part.path), at.per_call_windows(b, part.path)
+            if len(wa) >= at.MIN_WINDOWS and len(wb) >= at.MIN_WINDOWS:  # sized across windows, as the verdict
+                ms = b.nodes[part.path].calls / b.requests * hodges_lehmann_shift([v * drift.factor for v in wa], wb) / 1e6
+            slower = ms > 0
             fallback = (fa_route.get((part.path[-1], "function")), fb_route.get((part.path[-1], "function")))
             p, rel = _own_time_p(a, b, part.path, drift.factor, slower, fallback)
             bar = max(at.MIN_SELF_CHANGE, drift.spread)
             if (rel >= bar if slower else rel <= -bar / (1 + bar)):
                 candidates.append(("slower" if slower else "faster",
-                                   finding(part.path, "self_time", part.ms, p, rel, "Mann-Whitney U on per-window self time per call (baseline x drift)")))
+                                   finding(part.path, "self_time", ms, p, rel, "Mann-Whitney U on per-window self time per call (baseline x drift)")))
         # fan-out, new and removed calls: per caller
         by_caller: dict[tuple, list] = {}
         for part in parts:
@@ -386,13 +437,14 @@ def diff(source: Source, baseline: str, candidate: str, route: str | None = None
             removed.append({"function": key[0], "kind": key[1], "route": route_name, "baseline": asdict(_figures(fa_route[key], a.requests))})
 
     threshold = ALPHA / max(1, tests)
-    route_threshold = ALPHA / max(1, route_tests)
+    slower_or_faster = holm({r: route_p[r][0] for r in latency_family}, latency_alpha)
+    failed_rose = holm({r: route_p[r][2] for r in in_scope}, failed_alpha)
     directions: dict[str, str] = {}
     for verdict in verdicts:
-        p_latency, direction, failed_p, _ = route_p[verdict.route]
-        if direction and p_latency < route_threshold:
+        _p, direction, _failed_p, _ = route_p[verdict.route]
+        if direction and verdict.route in slower_or_faster:
             verdict.verdict = direction
-        elif failed_p < route_threshold:
+        elif verdict.route in failed_rose:
             verdict.verdict = "errors"
         directions[verdict.route] = verdict.verdict
     regressions, improvements = [], []

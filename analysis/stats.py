@@ -164,3 +164,25 @@ def cusum_changepoint(values: list[float]) -> int:
         if abs(running) > best:
             best, best_index = abs(running), index
     return best_index
+
+
+def holm(p_values: dict[str, float], alpha: float) -> set[str]:
+    """The hypotheses Holm's step-down procedure rejects at family-wise error ``alpha``: the k-th
+    smallest p (from 0) against ``alpha / (m - k)``, stopping at the first that fails."""
+    rejected: set[str] = set()
+    ordered = sorted(p_values.items(), key=lambda kv: kv[1])
+    for k, (name, p) in enumerate(ordered):
+        if p >= alpha / (len(ordered) - k):
+            break
+        rejected.add(name)
+    return rejected
+
+
+def hodges_lehmann_shift(before: list[float], after: list[float]) -> float:
+    """The median of all pairwise differences ``after_j - before_i``: the shift that goes with the
+    Mann-Whitney test (one busy window moves it by at most one rank)."""
+    differences = sorted(y - x for x in before for y in after)
+    n = len(differences)
+    if not n:
+        return 0.0
+    return differences[n // 2] if n % 2 else (differences[n // 2 - 1] + differences[n // 2]) / 2

@@ -10,6 +10,7 @@ tell data from instructions.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Callable
 
 Quote = Callable[[str], str]
@@ -66,10 +67,18 @@ def plural(count: int, word: str) -> str:
 
 
 def diff_headline(baseline: str, candidate: str, regressions: int, improvements: int, tests_made: int,
-                  route: str | None = None, quote: Quote = _as_is) -> str:
+                  route: str | None = None, quote: Quote = _as_is, unattributed: Sequence[tuple[str, str]] = ()) -> str:
+    """``unattributed``: (route, verdict) of routes judged slower or faster with no part of their change
+    significant on its own, so that "0 regressions" never hides a route that is slower."""
     scope = f" on route {quote(route)}" if route else ""
-    return (f"{quote(baseline)} -> {quote(candidate)}{scope}: {plural(regressions, 'regression')}, "
+    line = (f"{quote(baseline)} -> {quote(candidate)}{scope}: {plural(regressions, 'regression')}, "
             f"{plural(improvements, 'improvement')} ({tests_made} changes tested)")
+    for verdict in ("slower", "faster"):
+        routes = [quote(r) for r, v in unattributed if v == verdict]
+        if routes:
+            line += (f"; {plural(len(routes), 'route')} {verdict} with no single part significant on its own: "
+                     f"{', '.join(routes[:5])}{' ...' if len(routes) > 5 else ''}")
+    return line
 
 
 def route_verdict_line(v, quote: Quote = _as_is) -> str:

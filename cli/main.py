@@ -244,7 +244,7 @@ def cmd_diff(args) -> int:
         print_json(result.as_dict())
         return 0
     print(wording.diff_headline(result.baseline, result.candidate, len(result.regressions), len(result.improvements),
-                                result.tests_made, result.route))
+                                result.tests_made, result.route, unattributed=result.unattributed_routes()))
     judged = [v for v in result.routes if v.verdict != "unchanged"]
     print(f"machine drift x{result.drift.factor:.3f} (spread {result.drift.spread:.0%}, from {result.drift.components} unchanged parts); "
           f"{len(judged)} of {len(result.routes)} routes changed")

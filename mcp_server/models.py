@@ -346,7 +346,7 @@ RouteVerdict = record_model(
     "RouteVerdict", RouteVerdictRecord,
     describe={
         "verdict": "slower | faster | errors | unchanged (judged before any function)",
-        "relative_change": "per-window median latency change net of machine drift, a fraction",
+        "relative_change": "shift of per-window mean latency net of machine drift (Hodges-Lehmann) over the baseline's median window, a fraction",
         "margin": "the relative change it had to reach: max(10 %, the drift spread of unchanged code)",
         "drift_ms": "the part of change_ms that machine drift explains",
     },
@@ -377,6 +377,8 @@ class CompareResult(Output):
     note: str | None = None
     routes: list[RouteVerdict] = Field(default_factory=list, description="routes with a verdict other than unchanged")
     routes_unchanged: int = 0
+    unattributed_routes: list[list[str]] = Field(
+        default_factory=list, description="[route, verdict] of routes judged slower/faster with no part significant on its own")
     drift: Drift | None = None
 
     def summary(self) -> str:
@@ -393,7 +395,8 @@ class CompareResult(Output):
         if self.removed_functions:
             body.append("No longer called: " + ", ".join(f"{q(r.function)} on {q(r.route)}" for r in self.removed_functions))
         head = (wording.diff_headline(self.baseline, self.candidate, self.total_regressions, self.total_improvements,
-                                      self.method.tests_made, self.route, q) + ". Ranked by impact on route latency:")
+                                      self.method.tests_made, self.route, q,
+                                      [tuple(r) for r in self.unattributed_routes]) + ". Ranked by impact on route latency:")
         return _lines(head, body, self.note)
 
 

@@ -291,6 +291,7 @@ class FuncsightTools:
             method=m.Method(**result.as_dict()["method"]),
             routes=[m.RouteVerdict.from_record(v) for v in result.routes if v.verdict != "unchanged"][:limit],
             routes_unchanged=sum(1 for v in result.routes if v.verdict == "unchanged"),
+            unattributed_routes=[list(pair) for pair in result.unattributed_routes()][:limit],
             drift=m.Drift(**result.drift.as_dict()),
             note=(f"{omitted} finding(s) beyond the limit of {limit} per list are not shown; "
                   + ("raise limit" if route else "pass route or raise limit")) if omitted else None,

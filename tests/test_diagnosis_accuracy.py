@@ -18,7 +18,7 @@ sys.path.insert(0, str(BENCH))
 
 import accuracy  # noqa: E402
 
-FAST = ("n_plus_one", "retries", "new_exception", "same_code_busy")
+FAST = ("n_plus_one", "retries", "new_exception", "thread_pool", "same_code_busy")
 
 
 @pytest.mark.parametrize("name", FAST)

@@ -36,3 +36,10 @@ def test_the_three_faces_use_it():
     for module in (cli, html, models):
         text = inspect.getsource(module)
         assert "def _before_after" not in text and "wording." in text, module.__name__
+
+
+def test_a_slower_route_without_a_significant_part_is_never_zero_regressions_alone():
+    line = wording.diff_headline("1", "2", 0, 0, 9, unattributed=[("/page", "slower"), ("/batch", "faster")])
+    assert line == ("1 -> 2: 0 regressions, 0 improvements (9 changes tested); 1 route slower with no single part "
+                    "significant on its own: /page; 1 route faster with no single part significant on its own: /batch")
+    assert wording.diff_headline("1", "2", 0, 0, 9) == "1 -> 2: 0 regressions, 0 improvements (9 changes tested)"
