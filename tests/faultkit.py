@@ -8,6 +8,7 @@ Everything runs on 127.0.0.1 and is bounded in time; nothing here fakes a part o
 from __future__ import annotations
 
 import http.client
+import os
 import json
 import shutil
 import signal
@@ -372,3 +373,17 @@ __all__ = [
     "drive", "free_port", "funcsight_lines", "latency_within_noise", "latest", "otlp_env", "request",
     "requests_seen", "rss_kb", "stop_timed", "tail", "wait_for_port", "wait_until", "work_calls",
 ]
+
+
+def fill_disk(directory: Path) -> Path:
+    """Write zeros into ``directory/filler`` until the file system says it is full; the filler."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return filler

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from faultkit import FAULT_APP, drive, funcsight_lines, otlp_env, stop_timed, work_calls
+from faultkit import FAULT_APP, drive, fill_disk, funcsight_lines, otlp_env, stop_timed, work_calls
 from helpers import calls_map, cli_json, diff_maps, run_cli
 from test_store_cli import FUNCTION, ROUTE, make_read_only, make_writable, write_store
 
@@ -102,15 +102,7 @@ class DiskFull(Case):
         self.mounted = True
 
     def fill(self) -> None:
-        self.filler = self.db.parent / "filler"
-        fd = os.open(self.filler, os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
-            while True:
-                os.write(fd, b"\0" * 4096)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        self.filler = fill_disk(self.db.parent)
 
     def fix(self) -> None:
         self.filler.unlink()

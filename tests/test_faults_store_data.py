@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from faultkit import FAULT_APP, drive, funcsight_lines, otlp_env, stop_timed, work_calls
+from faultkit import FAULT_APP, drive, fill_disk, funcsight_lines, otlp_env, stop_timed, work_calls
 from helpers import calls_map, diff_maps, run_cli
 from test_store_cli import make_read_only, make_writable
 
@@ -156,17 +156,6 @@ def unmount(directory: Path) -> None:
     subprocess.run(["umount", "-l", str(directory)], capture_output=True)
 
 
-def fill(directory: Path) -> None:
-    fd = os.open(directory / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while True:
-            os.write(fd, b"\0" * 4096)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def test_windows_waiting_at_exit_go_to_a_side_store_beside_a_read_only_store(start_app, tmp_path):
     db = tmp_path / "funcsight.db"
     store_with(start_app, db, 200)
@@ -197,7 +186,7 @@ def test_windows_waiting_at_exit_on_a_full_disk_are_counted_lost_in_one_line(sta
         app = start(start_app, db)
         sent = served(app.port, 30, 0)
         time.sleep(SETTLE_S)
-        fill(disk)
+        fill_disk(disk)
         sent += served(app.port, 200, sent)
         lines = stop(app)
         in_store = stored(db).get(("faultapp.views.work", "/work/<int:n>"), 0)
