@@ -83,9 +83,13 @@ def diff_headline(baseline: str, candidate: str, regressions: int, improvements:
 
 def route_verdict_line(v, quote: Quote = _as_is) -> str:
     """One route's verdict: mean before -> after, the change net of drift against its margin, the test."""
+    # With too few export windows the route is tested over its requests' durations instead (the
+    # verdict's `test` says which): the line says what the p-value is over.
+    over = (f"{v.baseline_requests}+{v.candidate_requests} requests, too few windows ({v.windows[0]}+{v.windows[1]})"
+            if "request durations" in v.test else f"{v.windows[0]}+{v.windows[1]} windows")
     return (f"{quote(v.route)}: {v.verdict} - mean {v.baseline_mean_ms:.3f} -> {v.candidate_mean_ms:.3f} ms "
             f"(p95 {v.baseline_p95_ms:.3f} -> {v.candidate_p95_ms:.3f}), {v.relative_change:+.1%} net of drift "
-            f"(margin {v.margin:.0%}, p={v.p_value:.1e} over {v.windows[0]}+{v.windows[1]} windows), "
+            f"(margin {v.margin:.0%}, p={v.p_value:.1e} over {over}), "
             f"failed {v.baseline_failed_rate:.1%} -> {v.candidate_failed_rate:.1%}")
 
 

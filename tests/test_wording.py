@@ -43,3 +43,15 @@ def test_a_slower_route_without_a_significant_part_is_never_zero_regressions_alo
     assert line == ("1 -> 2: 0 regressions, 0 improvements (9 changes tested); 1 route slower with no single part "
                     "significant on its own: /page; 1 route faster with no single part significant on its own: /batch")
     assert wording.diff_headline("1", "2", 0, 0, 9) == "1 -> 2: 0 regressions, 0 improvements (9 changes tested)"
+
+
+def test_a_route_verdict_says_what_its_p_value_is_over():
+    from funcsight.analysis.compare import RouteVerdict
+
+    def verdict(windows: tuple[int, int], test: str) -> RouteVerdict:
+        return RouteVerdict("/r", "slower", 200, 300, 1.0, 2.0, 1.0, 0.0, 1.0, 2.0, 3.0, 0.0, 0.0, 1e-9, 0.1, windows, test)
+
+    few = wording.route_verdict_line(verdict((2, 2), "Mann-Whitney U on request durations (too few export windows to test across them)"))
+    assert "p=1.0e-09 over 200+300 requests, too few windows (2+2)" in few
+    many = wording.route_verdict_line(verdict((10, 12), "exact Mann-Whitney U on per-window mean time per request (baseline x drift)"))
+    assert "p=1.0e-09 over 10+12 windows" in many
