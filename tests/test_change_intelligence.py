@@ -143,7 +143,10 @@ def run_release(launcher: Path, workdir: Path, release: str, version: str, db: P
     deployment = Deployment(release, version, app.app_dir, started_at=time.time())
     try:
         app.start()
-        deployment.requests = drive(app.port, routes, per_route, spread_s)
+        try:
+            deployment.requests = drive(app.port, routes, per_route, spread_s)
+        except (OSError, AssertionError) as err:  # the app's side of it: its log
+            raise AssertionError(f"traffic to release {release} failed ({err!r}); the app's log:\n{app.log()[-4000:]}") from err
         app.stop()
     finally:
         app.kill()
