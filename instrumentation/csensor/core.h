@@ -118,6 +118,19 @@ internal_error(Core *core)
  * thread enters or leaves a context, e.g. each asyncio task step) it keys request_of()'s cache. */
 static uint64_t request_generation = 1;
 
+/* The value of the request variable (borrowed: the context keeps it), read from the context;
+ * request_of() caches it per thread, the 3.11 awaiter path (no stack at hand) reads it directly. */
+static int
+request_value(Core *core, PyObject **request)
+{
+    PyObject *value = NULL;
+    if (PyContextVar_Get(core->request_var, NULL, &value) < 0)
+        return -1;
+    Py_XDECREF(value); /* the context keeps it */
+    *request = value;
+    return 0;
+}
+
 /* The value of the request variable in the calling thread's context (borrowed), or NULL.
  * PyContextVar_Get costs ~45 instructions a call on 3.12 (a TLS read through __tls_get_addr in
  * libpython, its own cache check, a reference); st keeps the last value under its key (thread
@@ -134,28 +147,15 @@ request_of(Core *core, ThreadStack *st, PyObject **request)
         return 0;
     }
     PyObject *value = NULL;
-    if (UNLIKELY(PyContextVar_Get(core->request_var, NULL, &value) < 0)) {
+    if (UNLIKELY(request_value(core, &value) < 0)) {
         st->request_generation = 0;
         return -1;
     }
-    Py_XDECREF(value); /* the context keeps it */
     st->request_generation = request_generation;
     st->request_ts = ts;
     st->request_ts_id = ts->id;
     st->request_ctx_ver = ts->context_ver;
     st->request = value;
-    *request = value;
-    return 0;
-}
-
-/* request_of() without a stack to cache in (the 3.11 awaiter path). */
-static int
-request_value(Core *core, PyObject **request)
-{
-    PyObject *value = NULL;
-    if (PyContextVar_Get(core->request_var, NULL, &value) < 0)
-        return -1;
-    Py_XDECREF(value); /* the context keeps it */
     *request = value;
     return 0;
 }
