@@ -38,6 +38,7 @@ from types import CodeType
 
 from funcsight.histogram import UPPER_HALF
 from funcsight.instrumentation.calls import CallTable, Sink, current_request, stack_sample
+from funcsight.instrumentation.enclosure import Enclosures
 from funcsight.instrumentation.paths import ROOT, PathRegistry
 from funcsight.instrumentation.registry import (
     CO_ASYNC_GENERATOR,
@@ -171,6 +172,17 @@ class PythonSensor:
         last_edge = self.paths.last  # by fid: (parent node, node) of its last call; grown in place
         child = self.paths.child
         upper_half = UPPER_HALF
+        enclosures = self._enclosures = Enclosures(sink.new_table)
+        new_held = enclosures.new_held
+        release = enclosures.release
+
+        def outside_table(nested):
+            """Where a call that finished outside an open request goes (see enclosure.py): the
+            thread's held table when a sensed call encloses it or one was held, else background."""
+            held = tls.__dict__.get("held")
+            if held is not None and held[1] == enclosures.epoch:
+                return held[0]
+            return new_held(tls, sink.background) if nested and enclosures.active else sink.background
 
         def stack_of():
             try:
@@ -202,7 +214,9 @@ class PythonSensor:
                 self_ns = 0
             if table is None:
                 table = get_request()
-            if table is None or not table.open:  # also a request that ended before a deferred exit
+                if table is None or not table.open:
+                    table = outside_table(caller is not None)
+            elif not table.open:  # a request that ended before a deferred exit
                 table = sink.background
             if exc is not None:
                 errors = table.errors
@@ -290,7 +304,16 @@ class PythonSensor:
                 stack = tls.stack
             except AttributeError:
                 stack = tls.stack = []
-            parent = stack[-1][6] if stack else tls.__dict__.get("base", ROOT)
+            if stack:
+                parent = stack[-1][6]
+            else:  # an outermost call: the one before it returned, its held table is released
+                tls_dict = tls.__dict__
+                parent = tls_dict.get("base", ROOT)
+                if tls_dict.get("held") is not None:
+                    try:
+                        release(tls)
+                    except RecursionError:  # at the limit: at the next outermost call
+                        pass
             edge = last_edge[fid]
             if edge[0] == parent:
                 node = edge[1]
@@ -341,10 +364,18 @@ class PythonSensor:
                 entry[5] = True
                 if stack:
                     stack[-1][2] += segment
+                elif tls.__dict__.get("held") is not None:  # the stack emptied: release
+                    try:
+                        release(tls)
+                    except RecursionError:  # at the limit: the next exit that empties it
+                        pass
 
         def resume(entry, value=None):
             entry[3] = clock()
-            stack_of().append(entry)
+            stack = stack_of()
+            if not stack and tls.__dict__.get("held") is not None:
+                release(tls)  # as an outermost call starts (enclosure.py)
+            stack.append(entry)
             return value
 
         def on_start(code, offset):
@@ -369,8 +400,18 @@ class PythonSensor:
                 stack = tls.stack
             except AttributeError:
                 stack = tls.stack = []
-            # node_of inlined: no Python-level call here (see above) unless the edge is new.
-            parent = stack[-1][6] if stack else tls.__dict__.get("base", ROOT)
+            # node_of inlined: no Python-level call here (see above) unless the edge is new, or an
+            # outermost call starts with a held table to release (see enclosure.py).
+            if stack:
+                parent = stack[-1][6]
+            else:
+                tls_dict = tls.__dict__
+                parent = tls_dict.get("base", ROOT)
+                if tls_dict.get("held") is not None:
+                    try:
+                        release(tls)
+                    except RecursionError:
+                        pass
             edge = last_edge[fid]
             if edge[0] == parent:
                 node = edge[1]
@@ -432,9 +473,18 @@ class PythonSensor:
                     self_ns = entry[4] + credit - entry[2]
                 if self_ns < 0:
                     self_ns = 0
-            table = get_request()  # no call from here on: see finish()
+            table = get_request()  # no Python-level call from here on (see finish()) but the rare one below
             if table is None or not table.open:
-                table = sink.background
+                held = tls.__dict__.get("held")
+                if held is not None and held[1] == enclosures.epoch:
+                    table = held[0]
+                elif stack and enclosures.active:
+                    try:
+                        table = new_held(tls, sink.background)
+                    except RecursionError:  # at the limit: nothing changed yet
+                        table = sink.background
+                else:
+                    table = sink.background
             node = entry[6]
             paths = table.paths
             if node in paths:
@@ -508,6 +558,11 @@ class PythonSensor:
             entry[3] = now
             if stack:
                 stack[-1][2] += segment
+            elif tls.__dict__.get("held") is not None:
+                try:
+                    release(tls)
+                except RecursionError:
+                    pass
             frame = getframe(1)
             entry[5] = key = id(frame)
             table = get_request()
@@ -523,9 +578,15 @@ class PythonSensor:
             entry = item[0]
             entry[3] = clock()
             try:
-                tls.stack.append(entry)
+                stack = tls.stack
             except AttributeError:
-                tls.stack = [entry]
+                stack = tls.stack = []
+            if not stack and tls.__dict__.get("held") is not None:
+                try:
+                    release(tls)  # a task resumes on an emptied stack: as an outermost call starts
+                except RecursionError:
+                    pass
+            stack.append(entry)
 
         def on_throw(code, offset, exc):
             if ids_get(id(code)) is not None:
@@ -533,7 +594,13 @@ class PythonSensor:
                 if item is not None:
                     entry = item[0]
                     entry[3] = clock()
-                    stack_of().append(entry)
+                    stack = stack_of()
+                    if not stack and tls.__dict__.get("held") is not None:
+                        try:
+                            release(tls)
+                        except RecursionError:
+                            pass
+                    stack.append(entry)
 
         def sweep_parked():
             """Finish generators that were dropped while suspended: 3.13 emits no event when a
@@ -562,6 +629,14 @@ class PythonSensor:
         self.sweep_parked = sweep_parked
         self.current_node = current_node
         self.set_base_node = set_base_node
+
+        def take_enclosed():
+            return enclosures.take_enclosed(tls)
+
+        def hold(table):
+            return enclosures.hold(tls, getattr(tls, "stack", None), table)
+
+        self.take_enclosed, self.hold, self.take_all_held = take_enclosed, hold, enclosures.take_all_held
         self._callbacks = {
             "PY_START": on_start,
             "PY_RETURN": on_return,
@@ -570,6 +645,11 @@ class PythonSensor:
             "PY_RESUME": on_resume,
             "PY_THROW": on_throw,
         }
+
+    def expect_enclosures(self) -> None:
+        """Hold enclosed calls from the start (enclosure.py): library code that may frame
+        requests (a web framework) is sensed, so the first request's are not background."""
+        self._enclosures.active = True
 
     # ------------------------------------------------------------------------------ switch on/off
     def start(self) -> None:

@@ -96,6 +96,7 @@ class CSensor(PythonSensor):
         self.sweep_parked = core.sweep_parked
         self.current_node = core.current_node
         self.set_base_node = core.set_base_node
+        self.take_enclosed, self.hold, self.take_all_held = core.take_enclosed, core.hold, core.take_all_held
         if _csensor.HAS_MONITORING:
             self._callbacks = {
                 "PY_START": core.on_start,
@@ -164,6 +165,9 @@ class CSensor(PythonSensor):
     def stack_depth(self) -> int:
         """In-flight sensed invocations on the calling thread."""
         return self._core.stack_depth()
+
+    def expect_enclosures(self) -> None:
+        self._core.enclosing = 1
 
 
 # ------------------------------------------------------------------------------------------ sink

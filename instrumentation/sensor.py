@@ -42,6 +42,7 @@ class RewritingSensor:
         self.current_node = core.current_node
         self.set_base_node = core.set_base_node
         self.sweep_parked = core.sweep_parked
+        self.take_enclosed, self.hold, self.take_all_held = core.take_enclosed, core.hold, core.take_all_held
         self.rewriter = ImportRewriter(core, selector)  # takes a C core's own hooks (rewrite_hooks)
 
     @property
@@ -82,6 +83,8 @@ def make_sensor(config: Config, registry: FunctionRegistry, selector: CodeSelect
     """The sensor ``config`` asks for; ``sensor.sink`` is where its calls go."""
     core = make_core(config.implementation, registry, selector, int(config.slow_call_ms * 1_000_000), sample_error,
                      config.max_path_depth)
+    if selector.package_patterns():  # e.g. +flask: code around the request's span is sensed
+        core.expect_enclosures()
     if HAS_MONITORING:
         return core
     return RewritingSensor(core, selector)

@@ -38,6 +38,9 @@ typedef struct {
     PyObject *framing_scopes;  /* frozenset of instrumentation scope names */
     PyObject *server, *consumer; /* SpanKind.SERVER, SpanKind.CONSUMER */
     PyObject *status_error;    /* StatusCode.ERROR */
+    /* Enclosures (rollup.py's on_start/on_end, instrumentation/enclosure.py): the sensor's
+     * take_enclosed() and hold(table), processor._adopt_enclosed, and processor._after. */
+    PyObject *take_enclosed, *hold, *adopt_enclosed, *after;
     Py_ssize_t max_open;
     Py_ssize_t failures;
 } RollupCore;
@@ -142,7 +145,22 @@ start_request(RollupCore *self, PyObject *span)
     if (budget == NULL)
         goto done;
     PyObject *table_args[3] = {budget, trace_id, context};
-    table = PyObject_Vectorcall(self->table_type, table_args, 3, NULL);
+    PyObject *enclosed = PyObject_CallNoArgs(self->take_enclosed);
+    if (enclosed == NULL)
+        goto done;
+    if (enclosed != Py_None) { /* calls of enclosing code ran on this thread: rollup.py decides */
+        PyObject *adopt_args[4] = {enclosed, budget, trace_id, context};
+        table = PyObject_Vectorcall(self->adopt_enclosed, adopt_args, 4, NULL);
+        Py_DECREF(enclosed);
+        if (table == NULL)
+            goto done;
+        if (table == Py_None)
+            Py_CLEAR(table);
+    }
+    else
+        Py_DECREF(enclosed);
+    if (table == NULL)
+        table = PyObject_Vectorcall(self->table_type, table_args, 3, NULL);
     if (table == NULL || PyDict_SetItem(self->open, span_id, table) < 0 ||
         PyDict_SetItem(self->by_trace, trace_id, table) < 0)
         goto done;
@@ -300,8 +318,19 @@ end_request(RollupCore *self, PyObject *span, PyObject *table)
         goto done;
     int failed = request_failed(attributes, code == self->status_error);
     int64_t elapsed = time_ns_of(span, s_end_time) - time_ns_of(span, s_start_time);
+    /* Enclosing calls still running on this thread: the sensor holds the table, folded later
+     * (rollup.py, on_end). The route goes in first: drain may take the table once it is held. */
+    if (PyDict_SetItem(self->after, table, route) < 0)
+        goto done;
+    PyObject *held = PyObject_CallOneArg(self->hold, table);
+    int is_held = held == NULL ? -1 : PyObject_IsTrue(held);
+    Py_XDECREF(held);
+    if (is_held <= 0 && PyDict_DelItem(self->after, table) < 0)
+        goto done;
+    if (is_held < 0)
+        goto done;
     /* max(0, end - start), as rollup.py: the clamp is here, fs_bucket_of takes any int64_t. */
-    if (fold(self, route, table, elapsed > 0 ? elapsed : 0, failed) < 0)
+    if (fold(self, route, is_held ? Py_None : table, elapsed > 0 ? elapsed : 0, failed) < 0)
         goto done;
     if ((spans = PyObject_GetAttr(table, s_spans)) == NULL)
         goto done;
@@ -416,6 +445,16 @@ rollup_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->consumer = Py_NewRef(consumer);
     self->status_error = Py_NewRef(status_error);
     self->max_open = max_open;
+    self->take_enclosed = PyObject_GetAttrString(processor, "_take_enclosed");
+    self->hold = self->take_enclosed ? PyObject_GetAttrString(processor, "_hold") : NULL;
+    self->adopt_enclosed = self->hold ? PyObject_GetAttrString(processor, "_adopt_enclosed") : NULL;
+    self->after = self->adopt_enclosed ? PyObject_GetAttrString(processor, "_after") : NULL;
+    if (self->after == NULL || !PyDict_Check(self->after)) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "processor._after must be a dict");
+        Py_DECREF(self);
+        return NULL;
+    }
     return (PyObject *)self;
 }
 
@@ -437,6 +476,10 @@ rollup_traverse(RollupCore *self, visitproc visit, void *arg)
     Py_VISIT(self->server);
     Py_VISIT(self->consumer);
     Py_VISIT(self->status_error);
+    Py_VISIT(self->take_enclosed);
+    Py_VISIT(self->hold);
+    Py_VISIT(self->adopt_enclosed);
+    Py_VISIT(self->after);
     return 0;
 }
 
@@ -458,6 +501,10 @@ rollup_clear(RollupCore *self)
     Py_CLEAR(self->server);
     Py_CLEAR(self->consumer);
     Py_CLEAR(self->status_error);
+    Py_CLEAR(self->take_enclosed);
+    Py_CLEAR(self->hold);
+    Py_CLEAR(self->adopt_enclosed);
+    Py_CLEAR(self->after);
     return 0;
 }
 

@@ -189,7 +189,7 @@ windows_add_request_locked(Windows *w, PyObject *route, PyObject *table, int64_t
     if (list_add(stats, 0, 1) < 0 || (failed && list_add(stats, 1, 1) < 0) || list_add(stats, 2, duration) < 0 ||
         (bucket = PyLong_FromLong(fs_bucket_of(duration))) == NULL || dict_increment(PyList_GET_ITEM(stats, 3), bucket) < 0)
         goto done;
-    rc = windows_merge(w, route, table);
+    rc = table == Py_None ? 0 : windows_merge(w, route, table); /* None: its calls come through add_calls */
 done:
     Py_XDECREF(bucket);
     Py_DECREF(stats);
@@ -221,6 +221,39 @@ windows_py_add_request(Windows *w, PyObject *const *args, Py_ssize_t nargs)
     int failed = PyObject_IsTrue(args[3]);
     if (failed < 0 || windows_add_request((PyObject *)w, args[0], args[1], duration, failed) < 0)
         return NULL;
+    Py_RETURN_NONE;
+}
+
+/* add_calls(route, table): calls of `route` without a request (windows.py's twin). */
+static PyObject *
+windows_add_calls(Windows *w, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "add_calls(route, table)");
+        return NULL;
+    }
+    PyObject *route = args[0], *table = args[1];
+    PyObject *series = PyObject_GetAttr(table, s_series);
+    int any = series ? PyObject_IsTrue(series) : -1;
+    Py_XDECREF(series);
+    if (any == 0) {
+        PyObject *has_errors = PyObject_GetAttr(table, s_has_errors);
+        any = has_errors ? PyObject_IsTrue(has_errors) : -1;
+        Py_XDECREF(has_errors);
+    }
+    if (any < 0)
+        return NULL;
+    if (any) {
+        windows_lock(w);
+        int known = PyDict_Contains(w->routes, route);
+        int equal = known == 0 ? PyObject_RichCompareBool(route, w->background_route, Py_EQ) : 0;
+        if (known == 0 && equal == 0 && PyDict_GET_SIZE(w->routes) >= w->max_routes)
+            route = w->overflow_route;
+        int rc = known < 0 || equal < 0 ? -1 : windows_merge(w, route, table);
+        PyThread_release_lock(w->lock);
+        if (rc < 0)
+            return NULL;
+    }
     Py_RETURN_NONE;
 }
 
@@ -398,6 +431,8 @@ windows_dealloc(Windows *w)
 static PyMethodDef windows_methods[] = {
     {"add_request", (PyCFunction)(void (*)(void))windows_py_add_request, METH_FASTCALL,
      "add_request(route, table, duration_ns, failed): fold a finished request in under its route"},
+    {"add_calls", (PyCFunction)(void (*)(void))windows_add_calls, METH_FASTCALL,
+     "add_calls(route, table): calls of route without a request (after it ended), or the background's"},
     {"add_background", (PyCFunction)windows_add_background, METH_O,
      "add_background(table): fold calls made outside any request in"},
     {"drain", (PyCFunction)windows_drain, METH_NOARGS, "drain() -> Window: close the open window, start a new one"},

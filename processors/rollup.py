@@ -32,7 +32,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from funcsight.instrumentation.calls import CallTable, current_request, enter_request, request_changed
 from funcsight.instrumentation.registry import FunctionRegistry
-from funcsight.names import HTTP_ROUTE, SCOPE, UNMATCHED_ROUTE
+from funcsight.names import BACKGROUND_ROUTE, HTTP_ROUTE, SCOPE, UNMATCHED_ROUTE
 from funcsight.processors.windows import Counters, Window, WindowAggregator
 
 _ENTRY_KINDS = (SpanKind.SERVER, SpanKind.CONSUMER)
@@ -147,6 +147,11 @@ class RollupSpanProcessor(SpanProcessor):
         self.enabled = True
         self.dropped_span_batches = 0
         self._open: dict[int, CallTable] = {}  # root span id -> table
+        # Tables of ended requests the sensor holds for their enclosing calls (see on_end) -> route.
+        self._after: dict = {}
+        self._take_enclosed = sensor.take_enclosed
+        self._hold = sensor.hold
+        self._take_all_held = sensor.take_all_held
         self._by_trace: dict[int, CallTable] = {}  # trace id -> table of its open local root
         # (root span context, [(fid, start, end, exc_type)]) waiting for the export thread.
         self.pending_spans: deque = deque()
@@ -192,7 +197,10 @@ class RollupSpanProcessor(SpanProcessor):
                 return
             context = span.get_span_context()
             budget = self.spans_per_trace if context.trace_flags.sampled else 0
-            table = self._table_type(budget, context.trace_id, context)
+            enclosed = self._take_enclosed()
+            table = None if enclosed is None else self._adopt_enclosed(enclosed, budget, context.trace_id, context)
+            if table is None:
+                table = self._table_type(budget, context.trace_id, context)
             self._open[context.span_id] = table
             self._by_trace[context.trace_id] = table
             enter_request(table)
@@ -218,11 +226,42 @@ class RollupSpanProcessor(SpanProcessor):
             attributes = span.attributes or {}
             failed = request_failed(attributes, span.status.status_code is StatusCode.ERROR)
             duration = max(0, (span.end_time or 0) - (span.start_time or 0))
-            self.windows.add_request(route_of(span, attributes), table, duration, failed)
+            route = route_of(span, attributes)
+            # Sensed calls still running on this thread enclose the request (a framework's
+            # __call__): the sensor holds the table for what they do until they return, and it is
+            # folded later (see _adopt_enclosed, drain). The route goes in first: drain may take
+            # the table as soon as it is held.
+            self._after[table] = route
+            held = self._hold(table)
+            if not held:
+                del self._after[table]
+            self.windows.add_request(route, None if held else table, duration, failed)
             if table.spans:
                 self._queue_spans(table)
         except Exception:
             self._failures += 1
+
+    def _adopt_enclosed(self, enclosed: tuple, budget: int, trace_id: int, root):
+        """A request starts on a thread whose enclosing sensed calls already ran calls outside any
+        request (``sensor.take_enclosed()``: the thread's held table, the tables released since):
+        the held table becomes the request's (what they did so far was for it), unless it is the
+        table of a request that ended in the same enclosing calls (a consumer's loop), which is
+        folded under that request's route. Released tables are folded under theirs (background
+        when no request claimed them). Returns the table to use, or None for a new one."""
+        held, released = enclosed
+        for table in released or ():
+            self._fold_held(table)
+        if held is None:
+            return None
+        if held in self._after:
+            self._fold_held(held)
+            return None
+        held.span_budget, held.trace_id, held.root, held.open = budget, trace_id, root, True
+        return held
+
+    def _fold_held(self, table) -> None:
+        table.open = False
+        self.windows.add_calls(self._after.pop(table, BACKGROUND_ROUTE), table)
 
     def _queue_spans(self, table) -> None:
         if len(self.pending_spans) < _MAX_PENDING_SPAN_BATCHES:
@@ -262,6 +301,11 @@ class RollupSpanProcessor(SpanProcessor):
         slow calls queued since the last one and funcsight's own counters since then."""
         try:
             self.sensor.sweep_parked()  # generators dropped while suspended: their calls end now
+        except Exception:
+            self._failures += 1
+        try:
+            for table in self._take_all_held():
+                self._fold_held(table)
         except Exception:
             self._failures += 1
         self.windows.add_background(self.sink.take_background())
@@ -308,6 +352,8 @@ class RollupSpanProcessor(SpanProcessor):
         that count from here (the parent reports what it had)."""
         self.windows.reset()
         self.sink.take_background()
+        self._take_all_held()
+        self._after.clear()
         for table in self._open.values():
             table.open = False
         self._open.clear()  # in place: the C twin holds these two dicts

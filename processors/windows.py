@@ -233,12 +233,21 @@ class WindowAggregator:
             histogram = stats[3]
             bucket = bucket_of(duration_ns)
             histogram[bucket] = histogram.get(bucket, 0) + 1
-            self._merge(window, route, table)
+            if table is not None:  # None: its calls come later, through add_calls
+                self._merge(window, route, table)
 
-    def add_background(self, table: CallTable) -> None:
+    def add_calls(self, route: str, table: CallTable) -> None:
+        """Calls of ``route`` without a request: those its enclosing calls made after it ended
+        (counted with add_request already), or the background's."""
         if table.series or table.has_errors:
             with self._lock:
-                self._merge(self._open, BACKGROUND_ROUTE, table)
+                window = self._open
+                if route not in window.routes and route != BACKGROUND_ROUTE and len(window.routes) >= self.max_routes:
+                    route = OVERFLOW_ROUTE
+                self._merge(window, route, table)
+
+    def add_background(self, table: CallTable) -> None:
+        self.add_calls(BACKGROUND_ROUTE, table)
 
     def _merge(self, window: _Open, route: str, table: CallTable) -> None:
         table_type = type(table)

@@ -538,3 +538,24 @@ def write_versions_store(path: Path | str, versions: list[str], routes: tuple[st
             assert writer.write_window(windows.drain()) is True
         finally:
             writer.close()
+
+
+def outside_table(background, held: list):
+    """One Python call table with the counts of a sensor's ``background`` table and of the tables
+    its threads ``held`` for enclosing calls (``sensor.take_all_held()``; without a rollup processor
+    nothing folds them): what was counted outside any request."""
+    from funcsight.instrumentation.calls import CallTable, merge_stats, new_stats
+
+    merged = CallTable()
+    for table in [background, *held]:
+        for fid, stats in table.stats.items():
+            merge_stats(merged.stats.setdefault(fid, new_stats()), stats)
+        for node, counts in table.paths.items():
+            into = merged.paths.setdefault(node, [0, 0, 0, 0, None])
+            for i in range(4):
+                into[i] += counts[i]
+        for key, count in table.errors.items():
+            merged.errors[key] = merged.errors.get(key, 0) + count
+        for key, sample in table.samples.items():
+            merged.samples.setdefault(key, sample)
+    return merged

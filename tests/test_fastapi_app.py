@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 
 import pytest
@@ -176,3 +177,29 @@ def test_fastapi_framing_spans_are_not_work(start_app, tmp_path):
     assert calls_map(sensed(rows)) == {**sync_calls(n), **BACKGROUND_CALLS}
     spans = {(row["function"], row["route"]): row["calls"] for row in rows if row["kind"] == "span"}
     assert spans == {}, f"framing spans counted as work: {spans}"
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="3.11's rewritten coroutines leave the thread's stack before "
+                    "each await (rewrite.py's await_), so one awaiting the request's span does not enclose it there")
+def test_framework_code_around_the_asgi_request_span_belongs_to_the_request(start_app, tmp_path):
+    """Sensing ``fastapi`` and ``starlette``: their coroutines run around the ASGI server span that
+    the OpenTelemetry middleware makes; what they run in the same task step as the span's start or
+    end is the request's (enclosure.py). Printed: the split per request."""
+    n = 30
+    db = tmp_path / "funcsight.db"
+    app = start_app(APP, store_env(db, "fastapi-shop", VERSION, FUNCSIGHT_INCLUDE="+fastapi,+starlette"))
+    for i in range(n):
+        get_ok(app.port, f"/items/{i}")
+    app.stop()
+    rows = cli_json("functions", "--db", str(db))
+    calls = {(r["function"], r["route"]): r["calls"] for r in rows if r["kind"] == "function"}
+    framework = {k: v for k, v in calls.items() if k[0].startswith(("fastapi.", "starlette."))}
+    in_route = sum(v for (f, r), v in framework.items() if r == ITEMS)
+    print(f"\nframework calls per request: {in_route / n:.1f} in the request", flush=True)
+    assert calls[(M + "get_item", ITEMS)] == n
+    for function in ("fastapi.applications.FastAPI.__call__", "starlette.applications.Starlette.__call__",
+                     "starlette.routing.Router.__call__", "starlette.middleware.exceptions.ExceptionMiddleware.__call__"):
+        assert calls.get((function, ITEMS)) == n, (function, {k: v for k, v in calls.items() if k[0] == function})
+    # the lifespan's own pass through the app (start-up to shut-down) is no request's
+    assert calls.get(("fastapi.routing._DefaultLifespan.__call__", BACKGROUND)) == 1
+    assert calls.get(("fastapi.applications.FastAPI.__call__", BACKGROUND)) == 1

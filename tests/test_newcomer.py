@@ -118,6 +118,41 @@ def test_single_file_flask_app_functions_are_sensed(tmp_path):
     assert "not sensed" not in app.log_path.read_text(), app.log()
 
 
+def test_framework_code_around_the_request_span_belongs_to_the_request(tmp_path):
+    """Sensing ``flask`` and ``werkzeug`` under gunicorn: ``Flask.__call__`` and ``wsgi_app`` enclose
+    the instrumentation's server span, URL matching runs before it starts and teardown after it
+    ends; all of it is the request's (enclosure.py), not background. What stays background is what
+    runs when no sensed call encloses a request: start-up, and gunicorn iterating and closing the
+    response after ``Flask.__call__`` returned."""
+    gunicorn = Path(sys.executable).parent / "gunicorn"
+    workdir = tmp_path / "app"
+    write_single_file_app(workdir)
+    db = tmp_path / "store.db"
+    port = free_port()
+    n = 40
+    env = store_env(db, "single", "1", FUNCSIGHT_INCLUDE="+flask,+werkzeug", PYTHONPATH=str(workdir))
+    app = Served(workdir, [str(gunicorn), "-w", "1", "--graceful-timeout", "5", "-b", f"127.0.0.1:{port}", "serve:app"], env, port)
+    try:
+        for i in range(n):
+            assert get(port, f"/total/{i % 5}")[0] == 200
+    finally:
+        app.stop()
+    rows = functions_json(db)
+    calls = {(r["function"], r["route"]): r["calls"] for r in rows}
+    route = "/total/<int:n>"
+    for function in ("flask.app.Flask.__call__", "flask.app.Flask.wsgi_app", "flask.app.Flask.do_teardown_request",
+                     "werkzeug.routing.map.MapAdapter.match", "flask.app.Flask.dispatch_request"):
+        assert calls.get((function, route)) == n, (function, sorted(k for k in calls if k[0] == function), app.log())
+        assert (function, "(background)") not in calls, function
+    framework = {k: v for k, v in calls.items() if k[0].startswith(("flask.", "werkzeug."))}
+    in_route = sum(v for (f, r), v in framework.items() if r == route)
+    outside = {f: v for (f, r), v in framework.items() if r == "(background)"}
+    per_request_outside = sum(v for f, v in outside.items() if v >= n)  # what recurs per request
+    print(f"\nframework calls per request: {in_route / n:.1f} in the request, {per_request_outside / n:.1f} outside it "
+          f"({', '.join(sorted(f for f, v in outside.items() if v >= n))})", flush=True)
+    assert per_request_outside / (in_route + per_request_outside) < 0.05, outside
+
+
 # --------------------------------------------------- item 3: start line, nothing-sensed warning, include
 def test_start_line_once_per_service_and_first_window_soon(tmp_path):
     """gunicorn with 2 workers: one start-up line for the service, naming what is sensed and the

@@ -19,6 +19,7 @@ from pathlib import Path
 from types import CodeType
 
 import pytest
+from helpers import outside_table
 
 from funcsight.config import Config
 from funcsight.instrumentation._pysensor import COROUTINE, GENERATOR, PLAIN, PythonSensor
@@ -61,15 +62,20 @@ class Env:
         assert fid is not None, f"{name} not registered; have {[f.name for f in self.registry.functions]}"
         return fid
 
+    def outside(self):
+        """The background table with the tables threads held for enclosing calls (helpers.outside_table)."""
+        self._held = getattr(self, "_held", []) + self.core.take_all_held()
+        return outside_table(self.sink.background, self._held)
+
     def stats(self, name: str) -> list:
-        return self.sink.background.stats.get(self.fid(name), [0, 0, 0, 0, {}])
+        return self.outside().stats.get(self.fid(name), [0, 0, 0, 0, {}])
 
     def calls(self, name: str) -> int:
         return self.stats(name)[0]
 
     def errors(self, name: str) -> dict[type, int]:
         fid = self.fid(name)
-        return {exc: n for (f, exc), n in self.sink.background.errors.items() if f == fid}
+        return {exc: n for (f, exc), n in self.outside().errors.items() if f == fid}
 
     def stack(self) -> list[int]:
         """The function ids in flight on this thread, bottom first."""

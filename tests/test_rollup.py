@@ -372,3 +372,117 @@ def test_a_request_failed_when_its_status_is_5xx_or_it_raised_without_one():
                 root.set_status(Status(StatusCode.ERROR))
     window = world.window()
     assert {route: window.routes[route][1] for route, *_ in cases} == {route: int(failed) for route, *_, failed in cases}
+
+
+# ------------------------------------------------------------------------------------ enclosures
+def _serve_enclosed(world, fids, route="/x"):
+    """A framework's request on one thread: its __call__ encloses the span (URL matching before it,
+    teardown after it), as Flask's and werkzeug's code does around the instrumentation's span."""
+    outer = world.sensor.enter(fids["call"])
+    world.call(fids["match"])
+    with world.tracer.start_as_current_span("GET", kind=SpanKind.SERVER, attributes={"http.route": route}):
+        world.call(fids["view"])
+    world.call(fids["teardown"])
+    world.sensor.leave(outer)
+
+
+def test_calls_that_enclose_a_request_on_its_thread_belong_to_it():
+    world = World()
+    world.sensor.expect_enclosures()  # make_sensor does so when library packages are sensed
+    fids = {name: world.fid(f"fw.{name}") for name in ("call", "match", "view", "teardown", "idle")}
+    for _ in range(3):
+        _serve_enclosed(world, fids)
+        outer = world.sensor.enter(fids["idle"])  # enclosing calls that meet no request: background
+        world.call(fids["match"])
+        world.sensor.leave(outer)
+    window = world.window()
+    assert window.routes["/x"][0] == 3
+    for name in ("call", "match", "view", "teardown"):
+        assert window.functions[(fids[name], "/x")][0] == 3, name
+    assert window.functions[(fids["idle"], BACKGROUND_ROUTE)][0] == 3
+    assert window.functions[(fids["match"], BACKGROUND_ROUTE)][0] == 3
+    assert (fids["call"], BACKGROUND_ROUTE) not in window.functions
+    assert (fids["teardown"], BACKGROUND_ROUTE) not in window.functions
+    # The call tree hangs the view under the enclosing call, and the enclosing call under the route.
+    assert world.sensor.take_all_held() == []  # the window took every held table
+    assert world.processor._after == {}
+
+
+def test_enclosing_calls_of_requests_on_many_threads_never_mix_routes():
+    world = World()
+    world.sensor.expect_enclosures()
+    names = ("call", "match", "view", "teardown")
+    fids = {route: {name: world.fid(f"fw{i}.{name}") for name in names} for i, route in enumerate(["/a", "/b", "/c"])}
+    barrier = threading.Barrier(3)
+
+    def serve(route):
+        barrier.wait()
+        for _ in range(100):
+            _serve_enclosed(world, fids[route], route)
+
+    threads = [threading.Thread(target=serve, args=(route,)) for route in fids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    window = world.window()
+    for route, by_name in fids.items():
+        for name, fid in by_name.items():
+            assert window.functions[(fid, route)][0] == 100, (route, name)
+            assert [r for (f, r) in window.functions if f == fid] == [route], (route, name)
+
+
+def test_a_consumer_loop_enclosing_several_requests_gives_each_its_own_calls():
+    world = World()
+    world.sensor.expect_enclosures()
+    loop, poll, handle, ack = (world.fid(f"worker.{name}") for name in ("loop", "poll", "handle", "ack"))
+    outer = world.sensor.enter(loop)
+    for queue in ("orders", "mails"):
+        world.call(poll)  # before the first task's span: that task's; between two: the one that ended
+        with world.tracer.start_as_current_span("process", kind=SpanKind.CONSUMER, attributes={"http.route": queue}):
+            world.call(handle)
+        world.call(ack)  # after it: the task that just ended
+    world.sensor.leave(outer)
+    window = world.window()
+    assert {route: stats[0] for route, stats in window.routes.items()} == {"orders": 1, "mails": 1}
+    calls = {(fid, route): stats[0] for (fid, route), stats in window.functions.items()}
+    assert calls == {(poll, "orders"): 2, (handle, "orders"): 1, (ack, "orders"): 1,
+                     (handle, "mails"): 1, (ack, "mails"): 1, (loop, "mails"): 1}  # nothing in background
+
+
+def test_a_held_table_still_open_when_the_window_closes_is_folded_and_later_calls_are_not_lost():
+    world = World()
+    world.sensor.expect_enclosures()
+    fids = {name: world.fid(f"fw.{name}") for name in ("call", "view", "teardown")}
+    outer = world.sensor.enter(fids["call"])
+    with world.tracer.start_as_current_span("GET", kind=SpanKind.SERVER, attributes={"http.route": "/slow"}):
+        world.call(fids["view"])
+    world.call(fids["teardown"])
+    first = world.window()  # the enclosing call is still running (a streamed response)
+    world.call(fids["teardown"])
+    world.sensor.leave(outer)
+    second = world.window()
+    assert first.routes["/slow"][0] == 1
+    assert first.functions[(fids["view"], "/slow")][0] == 1
+    assert first.functions[(fids["teardown"], "/slow")][0] == 1
+    # after the window took the held table the thread starts a new one: background, counted
+    assert second.functions[(fids["teardown"], BACKGROUND_ROUTE)][0] == 1
+    assert second.functions[(fids["call"], BACKGROUND_ROUTE)][0] == 1
+
+
+def test_enclosures_are_learned_from_the_first_request_that_starts_inside_sensed_calls():
+    """Without library packages sensed nothing is held (no cost) until a request starts inside
+    sensed calls; that request's earlier calls are background, the next ones' are theirs."""
+    world = World()
+    fids = {name: world.fid(f"app.{name}") for name in ("call", "match", "view", "teardown")}
+    outer = world.sensor.enter(fids["call"])
+    world.call(fids["match"])
+    world.sensor.leave(outer)
+    assert world.sensor.take_all_held() == []  # nothing held: no request was ever enclosed
+    for _ in range(2):
+        _serve_enclosed(world, fids)
+    window = world.window()
+    assert window.functions[(fids["match"], BACKGROUND_ROUTE)][0] == 2  # the idle one, the first request's
+    assert window.functions[(fids["match"], "/x")][0] == 1
+    for name in ("call", "view", "teardown"):
+        assert window.functions[(fids[name], "/x")][0] == 2, name

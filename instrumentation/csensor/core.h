@@ -31,6 +31,14 @@ typedef struct {
     Py_ssize_t internal_errors;
     PyObject *paths_obj;       /* the PathRegistry (strong) */
     Paths *paths;              /* its nodes, read on every PY_START */
+    /* Enclosures (see held_table()): tables a thread holds now, tables whose enclosing call
+     * ended, and the epoch that makes every thread's `held` pointer stale when the export thread
+     * takes them all. */
+    PyObject *holding;         /* set of CallTables */
+    PyObject *released;        /* list of CallTables */
+    uint64_t held_epoch;
+    int enclosing;             /* a request started or ended inside sensed calls: hold from now on */
+    Py_ssize_t held_fallbacks; /* calls sent to background because MAX_HELD tables were out */
 } Core;
 
 static PyTypeObject CoreType;
@@ -83,10 +91,21 @@ stack_of(Core *core)
 
 /* The path node of a call of fid that starts now on this thread: under the node of the call below
  * it on the stack (the root when none). Call before pushing its entry. */
+static COLD void release_held(Core *core, ThreadStack *st);
+
 static inline int32_t
 node_of_call(Core *core, ThreadStack *st, int32_t fid)
 {
-    int32_t parent = st->len > 0 ? live(&st->items[st->len - 1])->node : st->base_node;
+    int32_t parent;
+    if (LIKELY(st->len > 0))
+        parent = live(&st->items[st->len - 1])->node;
+    else {
+        parent = st->base_node;
+        /* An outermost call starts: the one before it returned (it was recorded into the held
+         * table, see core.h's enclosures), so the thread's held table is released now. */
+        if (UNLIKELY(st->held != NULL))
+            release_held(core, st);
+    }
     int32_t node = paths_node(core->paths, parent, fid);
     return LIKELY(node >= 0) ? node : parent; /* out of memory: the call is counted at its parent */
 }
@@ -160,6 +179,76 @@ request_of(Core *core, ThreadStack *st, PyObject **request)
     return 0;
 }
 
+/* ---------------------------------------------------------------------------------- enclosures
+ * A framework's code runs around the request's span on the same thread: Flask.__call__ and
+ * wsgi_app enclose it, URL matching runs in them before the span starts, teardown after it ends.
+ * Such calls finish with no open request table but with a sensed call still running below them on
+ * this thread: they are held in a table of the thread's own instead of the background. The rollup
+ * processor decides where a held table goes: a request that starts while its enclosing call runs
+ * takes it as its own table (take_enclosed()); a request that ends while enclosing calls run
+ * hands its table back to be held (hold()), so the rest of the enclosing calls land in it; what
+ * no request claimed is background, folded when the window closes (take_all_held()). Once the
+ * outermost call has returned (recorded into the held table) or suspended, the held table is
+ * released, when the next outermost call starts (node_of_call) or the thread's task suspends:
+ * another request's or task's calls never join it.
+ * Nothing is held until a request starts or ends inside sensed calls (`enclosing`), or from the
+ * start when library packages are sensed (sensor.make_sensor): a process whose spans enclose all
+ * its sensed code, or that has no requests, never pays for enclosures. */
+#define MAX_HELD 256 /* held + released tables between two windows */
+
+static inline int
+held_valid(Core *core, ThreadStack *st)
+{
+    return st->held != NULL && st->held_epoch == core->held_epoch;
+}
+
+/* The thread's held table (borrowed), made on first use; the background when MAX_HELD tables are
+ * out (a thread pool of enclosing loops that never meets a request). */
+static COLD PyObject *
+held_table(Core *core, ThreadStack *st)
+{
+    if (held_valid(core, st))
+        return st->held;
+    if (core->holding == NULL || PySet_GET_SIZE(core->holding) + PyList_GET_SIZE(core->released) >= MAX_HELD) {
+        core->held_fallbacks++;
+        return core->background;
+    }
+    PyObject *table = PyObject_CallNoArgs((PyObject *)&CallTableType);
+    if (table == NULL || PySet_Add(core->holding, table) < 0) {
+        Py_XDECREF(table);
+        internal_error(core);
+        return core->background;
+    }
+    Py_DECREF(table); /* the set owns it */
+    st->held = table;
+    st->held_epoch = core->held_epoch;
+    return table;
+}
+
+/* Where a call that finished outside an open request goes once enclosures are on: the thread's
+ * held table when a sensed call encloses it (or it is the enclosing call itself), else the
+ * background. `st` is NULL when the caller credited is not the thread's top (a 3.11 awaiter). */
+static COLD PyObject *
+enclosed_table(Core *core, ThreadStack *st)
+{
+    if (st == NULL && (st = stack_of(core)) == NULL)
+        return core->background;
+    return st->len > 0 || held_valid(core, st) ? held_table(core, st) : core->background;
+}
+
+/* The thread's stack emptied: its held table (if any) moves from `holding` to `released`. */
+static COLD void
+release_held(Core *core, ThreadStack *st)
+{
+    PyObject *table = st->held;
+    int valid = held_valid(core, st);
+    st->held = NULL;
+    if (!valid)
+        return;
+    if (PyList_Append(core->released, table) < 0 || PySet_Discard(core->holding, table) < 0)
+        internal_error(core);
+}
+
 /* record(): where a finished call goes and what is counted. `table` is NULL except for calls
  * swept from the parking lot (the table captured when they were parked); `st` is the calling
  * thread's stack (NULL for swept calls). */
@@ -176,6 +265,8 @@ record(Core *core, ThreadStack *st, int32_t fid, int32_t node, int64_t start, in
         }
         if (request != NULL && CallTable_Check(request) && ((CallTable *)request)->open)
             table = request;
+        else if (UNLIKELY(core->enclosing))
+            table = enclosed_table(core, st);
         else
             table = core->background;
     }
@@ -250,6 +341,14 @@ end_segment(Entry *caller, Entry *e, int64_t now)
     e->suspended = 1;
     if (caller != NULL)
         caller->child += segment;
+}
+
+/* After an exit or a suspension: an emptied stack releases the thread's held table. */
+static inline void
+stack_settled(Core *core, ThreadStack *st)
+{
+    if (UNLIKELY(st->len == 0 && st->held != NULL))
+        release_held(core, st);
 }
 
 /* Pop the top slot into *out (its live entry). */

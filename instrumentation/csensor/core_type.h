@@ -129,6 +129,101 @@ core_stack_fids(Core *core, PyObject *unused)
     return out;
 }
 
+/* take_enclosed() -> None, or (held, released): the calling thread's held table (no longer
+ * held: the caller owns it now, or None) and the tables released since the last call (a list, or
+ * None). The rollup processor, when a request starts: the calls its enclosing calls made so far. */
+static PyObject *
+core_take_enclosed(Core *core, PyObject *unused)
+{
+    ThreadStack *st = stack_of(core);
+    PyObject *held = NULL;
+    if (st != NULL && st->len > 0)
+        core->enclosing = 1;
+    else if (st != NULL && st->held != NULL)
+        release_held(core, st); /* left by an outermost call that returned: not this request's */
+    if (st != NULL && held_valid(core, st)) {
+        held = Py_NewRef(st->held);
+        st->held = NULL;
+        if (PySet_Discard(core->holding, held) < 0) {
+            Py_DECREF(held);
+            return NULL;
+        }
+    }
+    else if (st != NULL)
+        st->held = NULL;
+    if (held == NULL && PyList_GET_SIZE(core->released) == 0)
+        Py_RETURN_NONE;
+    PyObject *released = Py_None;
+    if (PyList_GET_SIZE(core->released) > 0) {
+        PyObject *fresh = PyList_New(0);
+        if (fresh == NULL) {
+            Py_XDECREF(held);
+            return NULL;
+        }
+        released = core->released; /* the reference moves to the tuple */
+        core->released = fresh;
+    }
+    else
+        Py_INCREF(released);
+    return Py_BuildValue("(NN)", held ? held : Py_NewRef(Py_None), released);
+}
+
+/* hold(table) -> bool: when sensed calls run on this thread (they enclose the request that just
+ * ended), hold `table` for the calls that finish before the stack empties; a table it held
+ * already is released. False, and nothing held, on an empty stack. */
+static PyObject *
+core_hold(Core *core, PyObject *table)
+{
+    if (!CallTable_Check(table)) {
+        PyErr_SetString(PyExc_TypeError, "hold() takes a _csensor.CallTable");
+        return NULL;
+    }
+    ThreadStack *st = stack_of(core);
+    if (st == NULL || st->len == 0)
+        Py_RETURN_FALSE;
+    core->enclosing = 1;
+    if (held_valid(core, st)) {
+        PyObject *previous = st->held;
+        st->held = NULL;
+        if (PyList_Append(core->released, previous) < 0 || PySet_Discard(core->holding, previous) < 0)
+            return NULL;
+    }
+    if (PySet_Add(core->holding, table) < 0)
+        return NULL;
+    ((CallTable *)table)->span_budget = 0; /* its spans were queued with the request */
+    st->held = table;
+    st->held_epoch = core->held_epoch;
+    Py_RETURN_TRUE;
+}
+
+/* take_all_held() -> list: every held and released table (the export thread, closing a window).
+ * Every thread's held pointer goes stale: its next enclosed call starts a new table. */
+static PyObject *
+core_take_all_held(Core *core, PyObject *unused)
+{
+    PyObject *fresh_set = PySet_New(NULL), *fresh_list = PyList_New(0);
+    if (fresh_set == NULL || fresh_list == NULL) {
+        Py_XDECREF(fresh_set);
+        Py_XDECREF(fresh_list);
+        return NULL;
+    }
+    PyObject *holding = core->holding, *taken = core->released;
+    core->holding = fresh_set;
+    core->released = fresh_list;
+    core->held_epoch++;
+    PyObject *items = PySequence_List(holding);
+    Py_DECREF(holding);
+    int rc = items == NULL ? -1 : 0;
+    for (Py_ssize_t i = 0; rc == 0 && i < PyList_GET_SIZE(items); i++)
+        rc = PyList_Append(taken, PyList_GET_ITEM(items, i));
+    Py_XDECREF(items);
+    if (rc < 0) {
+        Py_DECREF(taken);
+        return NULL;
+    }
+    return taken;
+}
+
 static PyObject *
 core_get_background(Core *core, void *closure)
 {
@@ -217,7 +312,10 @@ core_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     core->paths = &((PathRegistry *)core->paths_obj)->p;
     core->background = PyObject_CallNoArgs((PyObject *)&CallTableType);
-    if (core->background == NULL) {
+    core->holding = PySet_New(NULL);
+    core->released = PyList_New(0);
+    core->held_epoch = 1;
+    if (core->background == NULL || core->holding == NULL || core->released == NULL) {
         Py_DECREF(core);
         return NULL;
     }
@@ -234,6 +332,8 @@ static int
 core_traverse(Core *core, visitproc visit, void *arg)
 {
     Py_VISIT(core->background);
+    Py_VISIT(core->holding);
+    Py_VISIT(core->released);
     Py_VISIT(core->classify);
     Py_VISIT(core->request_var);
     size_t cap = core->parked ? core->parked_mask + 1 : 0;
@@ -248,6 +348,9 @@ static int
 core_clear(Core *core)
 {
     Py_CLEAR(core->background);
+    core->held_epoch++; /* no thread's held pointer may be read once the set is gone */
+    Py_CLEAR(core->holding);
+    Py_CLEAR(core->released);
     Py_CLEAR(core->classify);
     Py_CLEAR(core->request_var);
     Parked *parked = core->parked;
@@ -317,12 +420,19 @@ static PyMethodDef core_methods[] = {
     {"current_node", (PyCFunction)core_current_node, METH_NOARGS, "path node of the innermost sensed call on this thread"},
     {"set_base_node", (PyCFunction)core_set_base_node, METH_O, "set_base_node(node) -> previous: where this thread's outermost calls hang"},
     {"stack_fids", (PyCFunction)core_stack_fids, METH_NOARGS, "function ids on this thread's stack"},
+    {"take_enclosed", (PyCFunction)core_take_enclosed, METH_NOARGS,
+     "take_enclosed() -> None or (this thread's held table or None, released tables or None)"},
+    {"hold", (PyCFunction)core_hold, METH_O, "hold(table) -> bool: hold it for the calls of this thread's enclosing calls"},
+    {"take_all_held", (PyCFunction)core_take_all_held, METH_NOARGS, "take_all_held() -> every held and released table"},
     {NULL},
 };
 
 static PyMemberDef core_members[] = {
     {"slow_ns", T_LONGLONG, offsetof(Core, slow_ns), 0, "calls at least this long become spans"},
     {"internal_errors", T_PYSSIZET, offsetof(Core, internal_errors), 0, "swallowed internal failures"},
+    {"enclosing", T_INT, offsetof(Core, enclosing), 0, "hold enclosed calls (core.h's enclosures); set by the first enclosed request"},
+    {"held_fallbacks", T_PYSSIZET, offsetof(Core, held_fallbacks), READONLY,
+     "enclosed calls counted in background because too many held tables were out"},
     {NULL},
 };
 

@@ -136,6 +136,7 @@ suspend_impl(Core *core, PyObject *token, int via_awaiter)
     stack_truncate(st, st->len - 1); /* the caller still holds `token` */
     Entry *caller = via_awaiter && inv->awaiter ? &((Invocation *)inv->awaiter)->e : stack_top(st);
     end_segment(caller, &inv->e, now);
+    stack_settled(core, st);
 }
 
 static void
@@ -146,6 +147,8 @@ resume_impl(Core *core, PyObject *token)
     Invocation *inv = (Invocation *)token;
     inv->e.segment = now_ns();
     ThreadStack *st = stack_of(core);
+    if (st != NULL && st->len == 0 && UNLIKELY(st->held != NULL))
+        release_held(core, st); /* as an outermost call starts */
     Entry *slot = st ? stack_push(st) : NULL;
     if (slot == NULL) {
         internal_error(core);

@@ -103,6 +103,8 @@ unpark(Core *core, PyObject *frame)
     parked_remove_at(core, (size_t)i);
     p.entry.segment = now_ns();
     ThreadStack *st = stack_of(core);
+    if (st != NULL && st->len == 0 && UNLIKELY(st->held != NULL))
+        release_held(core, st); /* a task resumes on an emptied stack: as an outermost call starts */
     Entry *top = st ? stack_push(st) : NULL;
     if (top != NULL)
         *top = p.entry;
@@ -402,6 +404,7 @@ core_on_yield(Core *core, PyObject *const *args, Py_ssize_t nargs)
     Entry e;
     stack_pop(st, &e);
     end_segment(stack_top(st), &e, now);
+    stack_settled(core, st);
     PyObject *frame = (PyObject *)PyEval_GetFrame(); /* borrowed: the generator's own frame */
     if (frame == NULL) {
         internal_error(core);

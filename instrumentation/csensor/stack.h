@@ -74,6 +74,11 @@ typedef struct {
     PyThreadState *request_ts;
     uint64_t request_ts_id, request_ctx_ver;
     PyObject *request;
+    /* Calls that finished outside an open request while a sensed call enclosed them on this
+     * thread (core.h, held_table()). Borrowed: the core's `holding` set owns it; stale once
+     * held_epoch differs from the core's (take_all_held() took every table). */
+    PyObject *held;
+    uint64_t held_epoch;
 } ThreadStack;
 
 static void
