@@ -22,18 +22,21 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
 
 from opentelemetry import metrics, trace
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from funcsight.config import Config
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics import MeterProvider
 
 _log = logging.getLogger("funcsight")
 _OTLP_ENDPOINTS = (
@@ -238,12 +241,21 @@ def ensure_tracer_provider(resource_attributes: dict, environ=os.environ) -> tup
 
 def ensure_meter_provider(resource_attributes: dict, environ=os.environ) -> tuple[MeterProvider | None, bool]:
     """The SDK meter provider to add to, building one only when a metrics exporter is configured:
-    a provider with no reader would only make every other instrumentation's metrics cost CPU."""
+    a provider with no reader would only make every other instrumentation's metrics cost CPU.
+    The SDK's metrics package (~30 ms to import) is imported only when there is a provider."""
+    names = None
+    if "opentelemetry.sdk.metrics" not in sys.modules:  # then no SDK meter provider exists yet
+        names = _exporter_names("OTEL_METRICS_EXPORTER", "METRICS", environ)
+        if not names:
+            return None, False
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+
     current = metrics.get_meter_provider()
     if isinstance(current, MeterProvider):
         return current, False
     readers = []
-    for name in _exporter_names("OTEL_METRICS_EXPORTER", "METRICS", environ):
+    for name in names if names is not None else _exporter_names("OTEL_METRICS_EXPORTER", "METRICS", environ):
         exporter_class = _load("opentelemetry_metrics_exporter", name)
         exporter = _build_exporter(exporter_class, name) if exporter_class is not None else None
         if exporter is None:

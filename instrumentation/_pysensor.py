@@ -89,6 +89,7 @@ class PythonSensor:
                  sample_error=stack_sample, paths=None):
         self.registry = registry
         self.selector = selector
+        self._verdicts = selector.verdicts  # module -> file -> sensed or not (see classify)
         self.paths = paths if paths is not None else self._make_paths()
         self.sink = self._make_sink(int(slow_ns), sample_error)
         self.kinds: list[int] = []  # by function id
@@ -113,15 +114,24 @@ class PythonSensor:
 
     # ----------------------------------------------------------------- classification (cold path)
     def classify(self, code: CodeType, module: str) -> int:
-        """The function id of ``code``, or -1 when it is not sensed. Called once per code object."""
-        selector = self.selector
-        if not selector.is_function(code):
+        """The function id of ``code``, or -1 when it is not sensed. Called once per code object:
+        for every function a process creates once the sensor is on (the C sensor's function
+        watcher), so a module already decided against is answered first, with two look-ups."""
+        by_file = self._verdicts.get(module)
+        if by_file is not None and by_file.get(code.co_filename) is False and module not in MAIN_MODULE_NAMES:
             return -1
+        selector = self.selector
         if module in MAIN_MODULE_NAMES:
             module = main_module_name()
-        if not selector.module_is_sensed(module, code.co_filename):
+        if not selector.module_is_sensed(module, code.co_filename) or not selector.is_function(code):
             return -1
-        return self.adopt(code, module)
+        fid = self.adopt(code, module)
+        if fid >= 0:
+            self._sensed(code)
+        return fid
+
+    def _sensed(self, code: CodeType) -> None:
+        """``code`` was classified as sensed (the C sensor switches its local events on here)."""
 
     def adopt(self, code: CodeType, module: str) -> int:
         fid = self.adopt_info(function_info(code, module), kind_of(code))

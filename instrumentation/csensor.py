@@ -69,15 +69,13 @@ class CSensor(PythonSensor):
         return CSink(self._core, slow_ns, sample_error)
 
     # ------------------------------------------------------------ classification (Python, cold)
-    def classify(self, code, module: str) -> int:
-        fid = super().classify(code, module)
-        if fid >= 0 and self._local_events:
+    def _sensed(self, code) -> None:
+        if self._local_events:
             sys.monitoring.set_local_events(self._tool_id, code, self._local_events)
             # By identity: code objects compare equal by content (a WeakSet would merge two
             # modules' copies of one function and leave one instrumented after stop()).
             instrumented = self._instrumented
             instrumented[id(code)] = weakref.ref(code, lambda _ref, key=id(code): instrumented.pop(key, None))
-        return fid
 
     def adopt(self, code, module: str) -> int:
         # The C core keeps the id in the code object; nothing to remember here.

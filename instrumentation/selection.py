@@ -107,7 +107,10 @@ class CodeSelector:
         self.own_dirs = funcsight_dirs()
         self.library_dirs = tuple(d for d in _library_dirs() if not self.app_dir.startswith(d) or d in self.own_dirs)
         self._file_verdicts: dict[str, bool] = {}
-        self._module_verdicts: dict[str, bool] = {}
+        self._real_dirs: dict[str, str] = {}  # directory as named -> its real path
+        # module -> file -> verdict of module_is_sensed: nested, so a look-up makes no key string
+        # (the sensors read it first: most code objects a process makes are of modules decided).
+        self.verdicts: dict[str, dict[str, bool]] = {}
 
     def is_function(self, code: CodeType) -> bool:
         return bool(code.co_flags & CO_OPTIMIZED) and code.co_name not in _COMPREHENSIONS and not forwards_to_itself(code)
@@ -115,27 +118,43 @@ class CodeSelector:
     def file_is_app(self, filename: str) -> bool:
         verdict = self._file_verdicts.get(filename)
         if verdict is None:
-            path = os.path.realpath(filename) if filename and not filename.startswith("<") else ""
+            path = self._realpath(filename) if filename and not filename.startswith("<") else ""
             verdict = bool(path) and self._path_is_app(path)
             self._file_verdicts[filename] = verdict
         return verdict
 
+    def _realpath(self, filename: str) -> str:
+        """``os.path.realpath(filename)``, its directory resolved once for all its files: resolving
+        costs a system call per path component, and a process starts with a thousand files in a
+        few dozen directories. The file itself may still be a link (one ``lstat``)."""
+        head, tail = os.path.split(filename)
+        if not os.path.isabs(head) or tail in ("", ".", ".."):
+            return os.path.realpath(filename)
+        real_dir = self._real_dirs.get(head)
+        if real_dir is None:
+            real_dir = self._real_dirs[head] = os.path.realpath(head)
+        path = os.path.join(real_dir, tail)
+        return os.path.realpath(path) if os.path.islink(path) else path
+
     def _path_is_app(self, path: str) -> bool:
-        if any(path.startswith(d) for d in self.own_dirs):
+        if path.startswith(self.own_dirs):
             return False
         if os.sep + "site-packages" + os.sep in path or os.sep + "dist-packages" + os.sep in path:
             return False
-        if any(path.startswith(d) for d in self.library_dirs):
+        if path.startswith(self.library_dirs):
             return False
         return path.startswith(self.app_dir)
 
     def module_is_sensed(self, module: str, filename: str) -> bool:
         """The rule for a module (name as imported) whose code lives in ``filename``."""
-        if module == "funcsight" or module.startswith("funcsight."):
-            return False
-        key = module + "\x00" + filename
-        verdict = self._module_verdicts.get(key)
+        by_file = self.verdicts.get(module)
+        if by_file is None:
+            by_file = self.verdicts[module] = {}
+        verdict = by_file.get(filename)
         if verdict is None:
+            if module == "funcsight" or module.startswith("funcsight."):
+                by_file[filename] = False
+                return False
             if self.include:
                 verdict = _matches(module, self.include + self.added)
             else:
@@ -143,7 +162,7 @@ class CodeSelector:
                            or bool(self.added) and _matches(module, self.added))
             if verdict and self.exclude and _matches(module, self.exclude):
                 verdict = False
-            self._module_verdicts[key] = verdict
+            by_file[filename] = verdict
         return verdict
 
     @property
