@@ -47,7 +47,7 @@ typedef struct {
 
 static PyObject *s_kind, *s_parent, *s_context, *s_attributes, *s_dict, *s_status, *s_status_code,
     *s_start_time, *s_end_time, *s_scope, *s_name, *s_enabled, *s_spans_per_trace,
-    *s_open, *s_trace_id, *s_spans, *s_route, *s_status_new, *s_status_old;
+    *s_open, *s_trace_id, *s_spans, *s_route, *s_status_new, *s_status_old, *s_span_budget, *s_root;
 
 /* SpanContext is a tuple (trace_id, span_id, is_remote, trace_flags, ...): rollup.py probes it. */
 static inline int
@@ -104,6 +104,46 @@ fold(RollupCore *self, PyObject *route, PyObject *table, int64_t duration, int f
     return res == NULL ? -1 : 0;
 }
 
+/* rollup.py's _fold_held: a table the sensor held, folded under the route of the request that
+ * handed it back (processor._after), else as background. */
+static int
+fold_held(RollupCore *self, PyObject *table)
+{
+    PyObject *route = Py_XNewRef(PyDict_GetItemWithError(self->after, table));
+    if (route == NULL && PyErr_Occurred())
+        return -1;
+    int rc = (route != NULL && PyDict_DelItem(self->after, table) < 0) || PyObject_SetAttr(table, s_open, Py_False) < 0
+                 ? -1 : windows_add_calls_c(self->windows, route, table);
+    Py_XDECREF(route);
+    return rc;
+}
+
+/* rollup.py's _adopt_enclosed, in C when the windows are this module's: the table to use (new
+ * reference), Py_None for a new one, NULL on error. */
+static PyObject *
+adopt_enclosed(RollupCore *self, PyObject *enclosed, PyObject *budget, PyObject *trace_id, PyObject *context)
+{
+    if (!Py_IS_TYPE(self->windows, &WindowsType) || !PyTuple_Check(enclosed) || PyTuple_GET_SIZE(enclosed) != 2) {
+        PyObject *args[4] = {enclosed, budget, trace_id, context};
+        return PyObject_Vectorcall(self->adopt_enclosed, args, 4, NULL);
+    }
+    PyObject *held = PyTuple_GET_ITEM(enclosed, 0), *released = PyTuple_GET_ITEM(enclosed, 1);
+    if (released != Py_None) {
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(released); i++)
+            if (fold_held(self, PyList_GET_ITEM(released, i)) < 0)
+                return NULL;
+    }
+    if (held == Py_None)
+        Py_RETURN_NONE;
+    int ended = PyDict_Contains(self->after, held); /* a request that ended in the same enclosing calls */
+    if (ended != 0)
+        return ended < 0 || fold_held(self, held) < 0 ? NULL : Py_NewRef(Py_None);
+    if (PyObject_SetAttr(held, s_span_budget, budget) < 0 || PyObject_SetAttr(held, s_trace_id, trace_id) < 0 ||
+        PyObject_SetAttr(held, s_root, context) < 0 || PyObject_SetAttr(held, s_open, Py_True) < 0)
+        return NULL;
+    return Py_NewRef(held);
+}
+
 static int
 start_request(RollupCore *self, PyObject *span)
 {
@@ -148,9 +188,8 @@ start_request(RollupCore *self, PyObject *span)
     PyObject *enclosed = PyObject_CallNoArgs(self->take_enclosed);
     if (enclosed == NULL)
         goto done;
-    if (enclosed != Py_None) { /* calls of enclosing code ran on this thread: rollup.py decides */
-        PyObject *adopt_args[4] = {enclosed, budget, trace_id, context};
-        table = PyObject_Vectorcall(self->adopt_enclosed, adopt_args, 4, NULL);
+    if (enclosed != Py_None) { /* calls of enclosing code ran on this thread */
+        table = adopt_enclosed(self, enclosed, budget, trace_id, context);
         Py_DECREF(enclosed);
         if (table == NULL)
             goto done;
@@ -577,7 +616,8 @@ PyInit__crollup(void)
         {&s_dict, "_dict"}, {&s_status, "_status"}, {&s_status_code, "_status_code"},
         {&s_start_time, "_start_time"}, {&s_end_time, "_end_time"}, {&s_scope, "_instrumentation_scope"},
         {&s_name, "_name"}, {&s_enabled, "enabled"}, {&s_spans_per_trace, "spans_per_trace"},
-        {&s_open, "open"}, {&s_trace_id, "trace_id"}, {&s_spans, "spans"},
+        {&s_open, "open"}, {&s_trace_id, "trace_id"}, {&s_spans, "spans"}, {&s_span_budget, "span_budget"},
+        {&s_root, "root"},
         {&s_route, "http.route"}, {&s_status_new, "http.response.status_code"}, {&s_status_old, "http.status_code"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {

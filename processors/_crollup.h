@@ -17,5 +17,7 @@ extern PyTypeObject WindowsType;
 int windows_ready(void); /* PyType_Ready and the names it uses; 0 or -1 */
 /* Fold a finished request into a WindowAggregator (exactly WindowsType): a C call, under its lock. */
 int windows_add_request(PyObject *windows, PyObject *route, PyObject *table, int64_t duration, int failed);
+/* Calls of `route` (NULL: the background) without a request, e.g. after it ended: a C call. */
+int windows_add_calls_c(PyObject *windows, PyObject *route, PyObject *table);
 
 #endif

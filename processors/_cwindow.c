@@ -224,15 +224,13 @@ windows_py_add_request(Windows *w, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
-/* add_calls(route, table): calls of `route` without a request (windows.py's twin). */
-static PyObject *
-windows_add_calls(Windows *w, PyObject *const *args, Py_ssize_t nargs)
+/* Calls of `route` (NULL: the background) without a request: a C call from RollupCore. */
+int
+windows_add_calls_c(PyObject *windows, PyObject *route, PyObject *table)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "add_calls(route, table)");
-        return NULL;
-    }
-    PyObject *route = args[0], *table = args[1];
+    Windows *w = (Windows *)windows;
+    if (route == NULL)
+        route = w->background_route;
     PyObject *series = PyObject_GetAttr(table, s_series);
     int any = series ? PyObject_IsTrue(series) : -1;
     Py_XDECREF(series);
@@ -241,19 +239,28 @@ windows_add_calls(Windows *w, PyObject *const *args, Py_ssize_t nargs)
         any = has_errors ? PyObject_IsTrue(has_errors) : -1;
         Py_XDECREF(has_errors);
     }
-    if (any < 0)
+    if (any <= 0)
+        return any;
+    windows_lock(w);
+    int known = PyDict_Contains(w->routes, route);
+    int equal = known == 0 ? PyObject_RichCompareBool(route, w->background_route, Py_EQ) : 0;
+    if (known == 0 && equal == 0 && PyDict_GET_SIZE(w->routes) >= w->max_routes)
+        route = w->overflow_route;
+    int rc = known < 0 || equal < 0 ? -1 : windows_merge(w, route, table);
+    PyThread_release_lock(w->lock);
+    return rc;
+}
+
+/* add_calls(route, table): windows.py's twin. */
+static PyObject *
+windows_add_calls(Windows *w, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "add_calls(route, table)");
         return NULL;
-    if (any) {
-        windows_lock(w);
-        int known = PyDict_Contains(w->routes, route);
-        int equal = known == 0 ? PyObject_RichCompareBool(route, w->background_route, Py_EQ) : 0;
-        if (known == 0 && equal == 0 && PyDict_GET_SIZE(w->routes) >= w->max_routes)
-            route = w->overflow_route;
-        int rc = known < 0 || equal < 0 ? -1 : windows_merge(w, route, table);
-        PyThread_release_lock(w->lock);
-        if (rc < 0)
-            return NULL;
     }
+    if (windows_add_calls_c((PyObject *)w, args[0], args[1]) < 0)
+        return NULL;
     Py_RETURN_NONE;
 }
 

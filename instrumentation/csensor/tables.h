@@ -88,10 +88,11 @@ static PyTypeObject CallTableType;
 
 /* The (index, slots) buffers of dead tables, for the next table's first slot: a request's table
  * would otherwise grow both from nothing on every request (3 callocs, 2 reallocs and their frees
- * for 20-30 functions). Bounded: POOL_SIZE entries of at most POOL_MAX_SLOTS slots (under 0.5 MB).
+ * for 20-30 functions; with a framework sensed, 200-500 path nodes: 7 reallocs and rehashes).
+ * Bounded: POOL_SIZE entries of at most POOL_MAX_SLOTS slots and nodes (about 1.3 MB).
  * The GIL guards it (the module refuses free-threaded builds). */
-#define POOL_SIZE 16
-#define POOL_MAX_SLOTS 256
+#define POOL_SIZE 8
+#define POOL_MAX_SLOTS 1024
 typedef struct {
     uint64_t *index;
     uint32_t index_mask;
