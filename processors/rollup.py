@@ -5,7 +5,11 @@ Django and Celery instrumentations start for a request or task run) it opens a c
 it current for the request's context; the sensor writes that request's calls into it. When the root
 ends, its route is read (frameworks set ``http.route`` late) and the table is folded into the window
 under that route. Other spans that end inside the request (DB and HTTP clients) are rolled up the
-same way under their span name, so outbound calls appear beside functions.
+same way under their span name, so outbound calls appear beside functions. Calls of code that
+encloses the root span on its thread (a framework's ``__call__``: URL matching before the span,
+teardown after it) belong to the request too: the sensor holds them per thread and this processor
+adopts them when the request starts, or has the sensor hold the ended request's table until the
+enclosing calls return (``instrumentation/enclosure.py``).
 
 For sampled traces, calls that raised or took at least ``FUNCSIGHT_SLOW_CALL_MS`` are kept (up to a
 cap per trace) and handed on with the window, to be emitted (and stored) as function spans, children
@@ -127,7 +131,8 @@ except ImportError:  # the extension is optional (setup.py)
 class RollupSpanProcessor(SpanProcessor):
     """``windows``: a :class:`WindowAggregator` or its C twin (``windows.make_windows``);
     ``sensor``: the sensor whose sink this processor opens request tables from (its public API:
-    ``sink``, ``sweep_parked``, ``internal_errors``)."""
+    ``sink``, ``sweep_parked``, ``internal_errors``, and the enclosures of
+    ``instrumentation/enclosure.py``: ``take_enclosed``, ``hold``, ``take_all_held``)."""
 
     def __init__(
         self,
