@@ -5,13 +5,17 @@ release really changed, and does nothing else get named?
 Seeded scenarios with a known ground truth, run for real: the shop in ``bench/apps/diagshop`` is
 copied to a scratch directory, release 2 of a scenario replaces one marked line (``# PLANT:<name>``)
 in the copy, and each release is served under ``opentelemetry-instrument`` (funcsight's embedded
-store, export every 0.5 s) and driven over 127.0.0.1 with bounded traffic (96 requests per route
-spread over 10 s by default: about 20 export windows a side, one at a time except the lock route's:
-four at once). Then ``funcsight.analysis.compare.diff`` judges release 1 -> release 2. With 48
-requests over 5 s (about 10 windows) a +20 % change of a CPU-bound route was found in about half of
-the runs on a loaded 2-core machine: its per-window means move by +-20-30 % between two same-code
-runs there; the fast test subset (tests/test_diagnosis_accuracy.py) keeps 48 over 5 s for the
-scenarios whose change is several times that.
+store, export every 0.5 s) and driven over 127.0.0.1 with bounded traffic (192 requests per route
+spread over 20 s by default: about 40 export windows a side, one at a time except the lock route's:
+four at once). Then ``funcsight.analysis.compare.diff`` judges release 1 -> release 2. How much
+traffic a +20 % change of a CPU-bound route needs on a loaded 2-core machine (its per-window means
+move by +-20-30 % between two same-code runs there): 48 requests over 5 s (about 10 windows) found
+it in about half of the runs, 96 over 10 s in 12 of 24 kept runs, 192 over 20 s in 4 of 4 (3 of 4
+with --burst). A per-window load index (each window's figures divided by how slowly unchanged code
+ran in it) was tried and did not help on these runs: a burst hits some requests of a 0.5 s window
+and not others, which no window-level gauge sees; more windows do. The fast test subset
+(tests/test_diagnosis_accuracy.py) keeps 48 over 5 s for the scenarios whose change is several
+times that.
 
 Scenarios (route affected -> planted function, kind):
 
@@ -34,12 +38,17 @@ Scenarios (route affected -> planted function, kind):
 * ``same_code``        the same code twice: nothing may be reported;
 * ``same_code_busy``   the same code twice, a CPU-burning process beside the second run.
 
+``--burst`` adds load that varies *within* a run to every scenario: one process spinning on a CPU
+for 1 s, idle for 1 s, and so on (its phase set by the seed; it stops by itself after 120 s), beside
+both releases; the table is headed so.
+
 Every other route of the shop is untouched in every scenario; any finding there is false, as is a
 ``faster`` verdict or an improvement on the affected route (every plant makes it worse).
 
-    python bench/accuracy.py                 # all scenarios, 3 seeds each: 10-20 minutes on 2 busy cores
+    python bench/accuracy.py                 # all scenarios, 3 seeds each: 20-30 minutes on 2 busy cores
     python bench/accuracy.py --seeds 1 --scenarios n_plus_one,same_code_busy
     python bench/accuracy.py --seeds 2 --keep /tmp/stores   # keep each run's store to re-judge it later
+    python bench/accuracy.py --burst         # a CPU burner 1 s on / 1 s off beside both releases of every run
 
 Run it with the interpreter of the venv under test (its ``opentelemetry-instrument`` is used).
 Exit status 0 when every goal is met, 1 otherwise.
@@ -229,6 +238,34 @@ def start_burner() -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL)
 
 
+BURST_PERIOD_S = 2.0  # on for half of it, off for the other half
+BURST_LIMIT_S = 120.0  # the burner stops by itself after this, whatever happens to its parent
+
+BURST_CODE = """
+import sys, time
+period, phase, until = float(sys.argv[1]), float(sys.argv[2]), time.monotonic() + float(sys.argv[3])
+while time.monotonic() < until:
+    if ((time.monotonic() + phase) % period) < period / 2:
+        pass  # on: spin
+    else:
+        time.sleep(period / 2 - (((time.monotonic() + phase) % period) - period / 2))
+"""
+
+
+def start_burst(seed: int) -> subprocess.Popen:
+    """A process spinning on a CPU for 1 s, then idle for 1 s, and so on (a neighbour's bursts: load
+    that varies within a run); its phase follows the seed; it stops by itself after BURST_LIMIT_S."""
+    phase = random.Random(seed).uniform(0, BURST_PERIOD_S)
+    return subprocess.Popen([sys.executable, "-c", BURST_CODE, str(BURST_PERIOD_S), f"{phase:.3f}", str(BURST_LIMIT_S)],
+                            stdin=subprocess.DEVNULL)
+
+
+def stop(process: subprocess.Popen | None) -> None:
+    if process is not None and process.poll() is None:
+        process.kill()
+        process.wait(timeout=10)
+
+
 # ------------------------------------------------------------------------------------- judgement
 @dataclass
 class Outcome:
@@ -263,23 +300,30 @@ def judge(db: Path, scenario: Scenario, seed: int) -> Outcome:
     return Outcome(scenario.name, seed, top, right, false, None if verdict is None else verdict.relative_change)
 
 
-def run_scenario(scenario: Scenario, seed: int, per_route: int, spread_s: float, keep: Path | None = None) -> Outcome:
+def run_scenario(scenario: Scenario, seed: int, per_route: int, spread_s: float, keep: Path | None = None,
+                 burst: bool = False) -> Outcome:
+    """One run; ``burst``: a CPU burner switching on and off (1 s / 1 s) beside both releases."""
     with tempfile.TemporaryDirectory(prefix=f"accuracy-{scenario.name}-") as tmp:
         base = Path(tmp)
         db = base / "funcsight.db"
-        run_release(base / "r1", db, "1", [], seed, per_route, spread_s)
+        burster = start_burst(seed) if burst else None
+        try:
+            run_release(base / "r1", db, "1", [], seed, per_route, spread_s)
+        finally:
+            stop(burster)
         burner = start_burner() if scenario.burner else None
+        burster = start_burst(seed + 1) if burst else None
         try:
             run_release(base / "r2", db, "2", scenario.edits, seed + 1, per_route, spread_s)
         finally:
-            if burner is not None:
-                burner.kill()
-                burner.wait(timeout=10)
+            stop(burner)
+            stop(burster)
         if keep is not None:
             keep.mkdir(parents=True, exist_ok=True)
+            tag = "-burst" if burst else ""
             for suffix in ("", "-wal", "-shm"):
                 if Path(f"{db}{suffix}").exists():
-                    shutil.copy2(f"{db}{suffix}", keep / f"{scenario.name}-{seed}.db{suffix}")
+                    shutil.copy2(f"{db}{suffix}", keep / f"{scenario.name}{tag}-{seed}.db{suffix}")
         return judge(db, scenario, seed)
 
 
@@ -306,9 +350,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=3, help="runs per scenario (default 3)")
     parser.add_argument("--first-seed", type=int, default=1)
     parser.add_argument("--scenarios", default=",".join(BY_NAME), help="comma-separated names (default: all)")
-    parser.add_argument("--requests", type=int, default=96, help="requests per route and release (default 96)")
-    parser.add_argument("--spread", type=float, default=10.0, help="seconds each release's traffic covers (default 10)")
+    parser.add_argument("--requests", type=int, default=192, help="requests per route and release (default 192)")
+    parser.add_argument("--spread", type=float, default=20.0, help="seconds each release's traffic covers (default 20)")
     parser.add_argument("--keep", type=Path, help="copy each run's store into this directory")
+    parser.add_argument("--burst", action="store_true",
+                        help="a CPU burner switching on and off (1 s / 1 s) beside both releases of every run: load that "
+                             "varies within a run")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every run's outcome")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the app and the burner on the way out
@@ -323,12 +370,14 @@ def main(argv: list[str] | None = None) -> int:
     outcomes = []
     for name in names:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
-            outcome = run_scenario(BY_NAME[name], seed * 1000, args.requests, args.spread, args.keep)
+            outcome = run_scenario(BY_NAME[name], seed * 1000, args.requests, args.spread, args.keep, args.burst)
             outcomes.append(outcome)
             if args.verbose:
                 change = "" if outcome.route_change_pct is None else f" route {outcome.route_change_pct:+.1%}"
                 print(f"  {name} seed {seed}: top {outcome.top} right={outcome.right}{change} false={outcome.false_findings}", flush=True)
     text, ok = table(outcomes)
+    if args.burst:
+        print(f"with a CPU burner {BURST_PERIOD_S / 2:.0f} s on / {BURST_PERIOD_S / 2:.0f} s off beside both releases of every run (--burst):")
     print(text)
     print(f"({time.monotonic() - started:.0f} s; goal: top finding right in >= 95 % of runs, no false findings, "
           f"nothing in same-code runs: {'met' if ok else 'NOT met'})")
