@@ -189,10 +189,12 @@ class PythonSensor:
         def outside_table(nested):
             """Where a call that finished outside an open request goes (see enclosure.py): the
             thread's held table when a sensed call encloses it or one was held, else background."""
+            if not enclosures.active:
+                return sink.background
             held = tls.__dict__.get("held")
             if held is not None and held[1] == enclosures.epoch:
                 return held[0]
-            return new_held(tls, sink.background) if nested and enclosures.active else sink.background
+            return new_held(tls, sink.background) if nested else sink.background
 
         def stack_of():
             try:
@@ -319,7 +321,7 @@ class PythonSensor:
             else:  # an outermost call: the one before it returned, its held table is released
                 tls_dict = tls.__dict__
                 parent = tls_dict.get("base", ROOT)
-                if tls_dict.get("held") is not None:
+                if enclosures.active and tls_dict.get("held") is not None:
                     try:
                         release(tls)
                     except RecursionError:  # at the limit: at the next outermost call
@@ -417,7 +419,7 @@ class PythonSensor:
             else:
                 tls_dict = tls.__dict__
                 parent = tls_dict.get("base", ROOT)
-                if tls_dict.get("held") is not None:
+                if enclosures.active and tls_dict.get("held") is not None:
                     try:
                         release(tls)
                     except RecursionError:
@@ -485,16 +487,16 @@ class PythonSensor:
                     self_ns = 0
             table = get_request()  # no Python-level call from here on (see finish()) but the rare one below
             if table is None or not table.open:
-                held = tls.__dict__.get("held")
-                if held is not None and held[1] == enclosures.epoch:
-                    table = held[0]
-                elif stack and enclosures.active:
-                    try:
-                        table = new_held(tls, sink.background)
-                    except RecursionError:  # at the limit: nothing changed yet
-                        table = sink.background
-                else:
-                    table = sink.background
+                table = sink.background
+                if enclosures.active:  # enclosure.py
+                    held = tls.__dict__.get("held")
+                    if held is not None and held[1] == enclosures.epoch:
+                        table = held[0]
+                    elif stack:
+                        try:
+                            table = new_held(tls, table)
+                        except RecursionError:  # at the limit: nothing changed yet
+                            pass
             node = entry[6]
             paths = table.paths
             if node in paths:
