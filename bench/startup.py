@@ -33,7 +33,7 @@ import tempfile
 import time
 from collections import defaultdict
 
-from macro import copy_bench_app, free_port, tool
+from macro import copy_bench_app, free_port, session_cpu_s, tool
 
 POLL_S = 0.005
 TIMEOUT_S = 60.0
@@ -59,32 +59,6 @@ def launch(workdir: str, on: bool, framework: bool, importtime: bool, log_path: 
     return process, port
 
 
-_TICK_S = 1.0 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
-
-
-def _stat_fields(pid: str) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
-    except OSError:
-        return None
-
-
-def tree_cpu_s(pid: int) -> float | None:
-    """CPU time (user + system, all threads) so far of ``pid`` and its live children (gunicorn's
-    master and worker), from /proc; None where there is no /proc. Ticks of 10 ms per process."""
-    if not os.path.isdir("/proc"):
-        return None
-    ticks = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        fields = _stat_fields(entry)  # fields[1] is the parent pid, [11] and [12] utime and stime
-        if fields is not None and (entry == str(pid) or fields[1] == str(pid)):
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks * _TICK_S
-
-
 def first_request_s(process: subprocess.Popen, port: int, launched: float) -> tuple[float, float | None]:
     """Seconds from the launch to the first 200, and the server's CPU seconds by then."""
     deadline = launched + TIMEOUT_S
@@ -98,7 +72,7 @@ def first_request_s(process: subprocess.Popen, port: int, launched: float) -> tu
             response.read()
             conn.close()
             if response.status == 200:
-                return time.perf_counter() - launched, tree_cpu_s(process.pid)
+                return time.perf_counter() - launched, session_cpu_s(process.pid)  # its own session: master and worker
         except (OSError, http.client.HTTPException):
             pass
         time.sleep(POLL_S)

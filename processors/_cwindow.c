@@ -267,23 +267,8 @@ windows_add_calls(Windows *w, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 windows_add_background(Windows *w, PyObject *table)
 {
-    PyObject *series = PyObject_GetAttr(table, s_series);
-    int any = series ? PyObject_IsTrue(series) : -1;
-    Py_XDECREF(series);
-    if (any == 0) {
-        PyObject *has_errors = PyObject_GetAttr(table, s_has_errors);
-        any = has_errors ? PyObject_IsTrue(has_errors) : -1;
-        Py_XDECREF(has_errors);
-    }
-    if (any < 0)
+    if (windows_add_calls_c((PyObject *)w, NULL, table) < 0)
         return NULL;
-    if (any) {
-        windows_lock(w);
-        int rc = windows_merge(w, w->background_route, table);
-        PyThread_release_lock(w->lock);
-        if (rc < 0)
-            return NULL;
-    }
     Py_RETURN_NONE;
 }
 

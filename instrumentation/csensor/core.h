@@ -343,7 +343,8 @@ end_segment(Entry *caller, Entry *e, int64_t now)
         caller->child += segment;
 }
 
-/* After an exit or a suspension: an emptied stack releases the thread's held table. */
+/* An emptied stack releases the thread's held table: after a suspension, or before a task resumes
+ * or a request starts on it (an outermost call that returned left its table held). */
 static inline void
 stack_settled(Core *core, ThreadStack *st)
 {

@@ -137,20 +137,19 @@ core_take_enclosed(Core *core, PyObject *unused)
 {
     ThreadStack *st = stack_of(core);
     PyObject *held = NULL;
-    if (st != NULL && st->len > 0)
-        core->enclosing = 1;
-    else if (st != NULL && st->held != NULL)
-        release_held(core, st); /* left by an outermost call that returned: not this request's */
-    if (st != NULL && held_valid(core, st)) {
-        held = Py_NewRef(st->held);
-        st->held = NULL;
-        if (PySet_Discard(core->holding, held) < 0) {
-            Py_DECREF(held);
-            return NULL;
+    if (st != NULL) {
+        if (st->len > 0)
+            core->enclosing = 1;
+        stack_settled(core, st); /* left by an outermost call that returned: not this request's */
+        if (held_valid(core, st)) {
+            held = Py_NewRef(st->held);
+            if (PySet_Discard(core->holding, held) < 0) {
+                Py_DECREF(held);
+                return NULL;
+            }
         }
-    }
-    else if (st != NULL)
         st->held = NULL;
+    }
     if (held == NULL && PyList_GET_SIZE(core->released) == 0)
         Py_RETURN_NONE;
     PyObject *released = Py_None;
@@ -182,12 +181,7 @@ core_hold(Core *core, PyObject *table)
     if (st == NULL || st->len == 0)
         Py_RETURN_FALSE;
     core->enclosing = 1;
-    if (held_valid(core, st)) {
-        PyObject *previous = st->held;
-        st->held = NULL;
-        if (PyList_Append(core->released, previous) < 0 || PySet_Discard(core->holding, previous) < 0)
-            return NULL;
-    }
+    release_held(core, st);
     if (PySet_Add(core->holding, table) < 0)
         return NULL;
     ((CallTable *)table)->span_budget = 0; /* its spans were queued with the request */

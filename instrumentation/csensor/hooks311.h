@@ -147,8 +147,8 @@ resume_impl(Core *core, PyObject *token)
     Invocation *inv = (Invocation *)token;
     inv->e.segment = now_ns();
     ThreadStack *st = stack_of(core);
-    if (st != NULL && st->len == 0 && UNLIKELY(st->held != NULL))
-        release_held(core, st); /* as an outermost call starts */
+    if (st != NULL)
+        stack_settled(core, st); /* as an outermost call starts */
     Entry *slot = st ? stack_push(st) : NULL;
     if (slot == NULL) {
         internal_error(core);

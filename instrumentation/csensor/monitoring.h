@@ -103,8 +103,8 @@ unpark(Core *core, PyObject *frame)
     parked_remove_at(core, (size_t)i);
     p.entry.segment = now_ns();
     ThreadStack *st = stack_of(core);
-    if (st != NULL && st->len == 0 && UNLIKELY(st->held != NULL))
-        release_held(core, st); /* a task resumes on an emptied stack: as an outermost call starts */
+    if (st != NULL)
+        stack_settled(core, st); /* a task resumes on an emptied stack: as an outermost call starts */
     Entry *top = st ? stack_push(st) : NULL;
     if (top != NULL)
         *top = p.entry;
