@@ -192,7 +192,7 @@ def test_framework_code_around_the_asgi_request_span_belongs_to_the_request(star
         get_ok(app.port, f"/items/{i}")
     app.stop()
     rows = cli_json("functions", "--db", str(db))
-    calls = {(r["function"], r["route"]): r["calls"] for r in rows if r["kind"] == "function"}
+    calls = calls_map(sensed(rows))
     framework = {k: v for k, v in calls.items() if k[0].startswith(("fastapi.", "starlette."))}
     in_route = sum(v for (f, r), v in framework.items() if r == ITEMS)
     print(f"\nframework calls per request: {in_route / n:.1f} in the request", flush=True)

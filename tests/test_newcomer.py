@@ -68,6 +68,16 @@ class Served:
     def log(self) -> str:
         return tail(self.log_path)
 
+    def serve_then_read(self, db: Path, paths: list[str]) -> dict[tuple[str, str], int]:
+        """GET each path (all must answer 200), stop the app, and return the store's calls by
+        (function, route)."""
+        try:
+            for path in paths:
+                assert get(self.port, path)[0] == 200, path
+        finally:
+            self.stop()
+        return {(r["function"], r["route"]): r["calls"] for r in functions_json(db)}
+
     def stop(self) -> None:
         self.process.terminate()
         try:
@@ -103,13 +113,7 @@ def test_single_file_flask_app_functions_are_sensed(tmp_path):
     port = free_port()
     app = Served(workdir, [sys.executable, "serve.py", str(port)],
                  store_env(db, "single", "1", FUNCSIGHT_INCLUDE="+flask"), port)
-    try:
-        for n in (1, 2, 3):
-            assert get(port, f"/total/{n}")[0] == 200
-    finally:
-        app.stop()
-    rows = functions_json(db)
-    calls = {(r["function"], r["route"]): r["calls"] for r in rows}
+    calls = app.serve_then_read(db, [f"/total/{n}" for n in (1, 2, 3)])
     route = "/total/<int:n>"
     assert calls.get(("serve.total", route)) == 3, (calls, app.log())
     assert calls.get(("serve.Basket.total", route)) == 3, calls
@@ -132,13 +136,7 @@ def test_framework_code_around_the_request_span_belongs_to_the_request(tmp_path)
     n = 40
     env = store_env(db, "single", "1", FUNCSIGHT_INCLUDE="+flask,+werkzeug", PYTHONPATH=str(workdir))
     app = Served(workdir, [str(gunicorn), "-w", "1", "--graceful-timeout", "5", "-b", f"127.0.0.1:{port}", "serve:app"], env, port)
-    try:
-        for i in range(n):
-            assert get(port, f"/total/{i % 5}")[0] == 200
-    finally:
-        app.stop()
-    rows = functions_json(db)
-    calls = {(r["function"], r["route"]): r["calls"] for r in rows}
+    calls = app.serve_then_read(db, [f"/total/{i % 5}" for i in range(n)])
     route = "/total/<int:n>"
     for function in ("flask.app.Flask.__call__", "flask.app.Flask.wsgi_app", "flask.app.Flask.do_teardown_request",
                      "werkzeug.routing.map.MapAdapter.match", "flask.app.Flask.dispatch_request"):

@@ -79,6 +79,15 @@ class World:
         return self.windows_seen[-1]
 
 
+def run_threads(serve, routes) -> None:
+    """``serve(route)`` on a thread of its own per route, all joined."""
+    threads = [threading.Thread(target=serve, args=(route,)) for route in routes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def test_calls_are_attributed_to_the_route_set_late_on_the_root_span():
     world = World()
     handler, helper = world.fid("app.handler"), world.fid("app.helper")
@@ -168,11 +177,7 @@ def test_threads_with_concurrent_requests_never_mix_routes():
                 world.call(fids[route])
                 span.set_attribute("http.route", route)
 
-    threads = [threading.Thread(target=serve, args=(route,)) for route in fids]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_threads(serve, fids)
     window = world.window()
     for route, fid in fids.items():
         assert window.functions[(fid, route)][0] == 200
@@ -420,11 +425,7 @@ def test_enclosing_calls_of_requests_on_many_threads_never_mix_routes():
         for _ in range(100):
             _serve_enclosed(world, fids[route], route)
 
-    threads = [threading.Thread(target=serve, args=(route,)) for route in fids]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_threads(serve, fids)
     window = world.window()
     for route, by_name in fids.items():
         for name, fid in by_name.items():
